@@ -1,0 +1,187 @@
+"""The one settings object of leadscore.
+
+Every path, store, model name, alias and threshold lives here. Values come from defaults,
+from environment variables with the ``LEADSCORE_`` prefix (nested sections joined with
+``__``, e.g. ``LEADSCORE_SERVING__PORT=9000``) or from a ``.env`` file in the working
+directory. Nothing else in the code base reads the environment: steps receive what they need
+as arguments, and entry points (CLI, app factory) call :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class PathsSettings(BaseModel):
+    """Where data lives on disk (relative paths are resolved against ``root``)."""
+
+    root: Path = Field(default=PROJECT_ROOT, description="Base for every relative path below.")
+    raw_dir: Path = Field(
+        default=Path("data/raw"), description="Input CSV/Parquet exports (demo data lands here)."
+    )
+    warehouse_dir: Path = Field(
+        default=Path("data/warehouse"), description="Validated tables (the offline store input)."
+    )
+    quarantine_dir: Path = Field(
+        default=Path("data/quarantine"), description="Rejected rows with their reasons."
+    )
+    feature_repo_dir: Path = Field(
+        default=Path("data/feature_repo"),
+        description="Runtime Feast repo: rendered feature_store.yaml, feature tables, registry.",
+    )
+
+    def resolve(self, path: Path) -> Path:
+        """Return ``path`` made absolute against ``root``."""
+        return path if path.is_absolute() else (self.root / path).resolve()
+
+    @property
+    def raw(self) -> Path:
+        return self.resolve(self.raw_dir)
+
+    @property
+    def warehouse(self) -> Path:
+        return self.resolve(self.warehouse_dir)
+
+    @property
+    def quarantine(self) -> Path:
+        return self.resolve(self.quarantine_dir)
+
+    @property
+    def feature_repo(self) -> Path:
+        return self.resolve(self.feature_repo_dir)
+
+
+class DemoSettings(BaseModel):
+    """Synthetic CRM history produced by ``leadscore demo-data``."""
+
+    n_leads: int = Field(default=20_000, gt=0)
+    seed: int = 42
+    months: int = Field(default=18, gt=0, description="Length of the history.")
+    end_date: date | None = Field(
+        default=None, description="Last day of the history (UTC); default: today."
+    )
+    bad_row_share: float = Field(
+        default=0.0, ge=0.0, le=0.5, description="Share of rows corrupted on purpose."
+    )
+
+
+class FeastSettings(BaseModel):
+    """Feature store backends (embedded default: SQLite online, files offline)."""
+
+    project: str = "leadscore"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    offline_store: Literal["file", "duckdb"] = "duckdb"
+    redis_connection_string: str = "127.0.0.1:6379"
+    sqlite_path: Path = Field(
+        default=Path("online_store.db"), description="Relative to the feature repo dir."
+    )
+    registry_path: Path = Field(
+        default=Path("registry.db"), description="Relative to the feature repo dir."
+    )
+    feature_service: str = Field(
+        default="lead_scoring_v1", description="Feature service the next training run uses."
+    )
+    half_life_days: float = Field(
+        default=14.0, gt=0, description="Half-life of the engagement score's time decay."
+    )
+
+
+class MlflowSettings(BaseModel):
+    """Tracking store and model registry."""
+
+    tracking_uri: str | None = Field(
+        default=None, description="Default: sqlite:///<root>/mlflow/mlflow.db."
+    )
+    artifact_dir: Path = Field(default=Path("mlflow/artifacts"))
+    experiment: str = "leadscore"
+    model_name: str = "leadscore"
+    champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+
+
+class BandSettings(BaseModel):
+    """Probability cut-offs of the hot / warm / cold bands (stored with each model version)."""
+
+    hot_min: float = Field(default=0.25, gt=0.0, lt=1.0)
+    warm_min: float = Field(default=0.08, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BandSettings:
+        if self.warm_min >= self.hot_min:
+            raise ValueError(
+                f"bands.warm_min ({self.warm_min}) must be below bands.hot_min ({self.hot_min})"
+            )
+        return self
+
+
+class TrainingSettings(BaseModel):
+    """How training examples are built and how the model is fitted."""
+
+    snapshot_days: list[int] = Field(
+        default=[1, 7, 30], description="Snapshots taken this many days after lead creation."
+    )
+    horizon_days: int = Field(
+        default=180, gt=0, description="A lead counts as converted if won within this horizon."
+    )
+    test_share: float = Field(default=0.2, gt=0.0, lt=0.5, description="Newest share for test.")
+    calibration_share: float = Field(
+        default=0.15, gt=0.0, lt=0.5, description="Slice before the test period for calibration."
+    )
+    n_estimators: int = Field(default=300, gt=0)
+    num_leaves: int = Field(default=31, gt=1)
+    learning_rate: float = Field(default=0.05, gt=0.0)
+    min_child_samples: int = Field(default=50, gt=0)
+    seed: int = 7
+
+
+class ServingSettings(BaseModel):
+    """The FastAPI scoring service."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, gt=0, lt=65536)
+    model_alias: str = "champion"
+    top_reasons: int = Field(default=5, gt=0, le=20)
+
+
+class Settings(BaseSettings):
+    """All configuration of leadscore."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEADSCORE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    paths: PathsSettings = PathsSettings()
+    demo: DemoSettings = DemoSettings()
+    feast: FeastSettings = FeastSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    bands: BandSettings = BandSettings()
+    training: TrainingSettings = TrainingSettings()
+    serving: ServingSettings = ServingSettings()
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking and registry URI (SQLite under ``mlflow/`` unless configured)."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{self.paths.resolve(Path('mlflow/mlflow.db'))}"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.paths.resolve(self.mlflow.artifact_dir)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Build the settings once per process (never at import time)."""
+    return Settings()

@@ -1,0 +1,350 @@
+"""The ``leadscore`` command line: one sub-command per job.
+
+Heavy libraries (Feast, MLflow, Great Expectations, LightGBM) are imported inside the commands
+that need them so that ``leadscore --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from leadscore.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from pipelines.feature_store import FeatureTables
+
+app = typer.Typer(
+    name="leadscore",
+    help="Predictive lead scoring: calibrated, fresh, explained.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+features_app = typer.Typer(help="Feature store: apply definitions, build tables, materialize.")
+app.add_typer(features_app, name="features")
+console = Console(stderr=True)
+T = TypeVar("T")
+
+TABLE_NAMES = ("leads", "events", "stage_changes", "outcomes")
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+) -> None:
+    """Predictive lead scoring: calibrated, fresh, explained.
+
+    Typical first run (what `make run` does): `leadscore run-all`.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@contextmanager
+def _step(description: str) -> Iterator[None]:
+    """Show a spinner with elapsed time while a long step runs."""
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task(description, total=None)
+        yield
+        progress.update(task, description=f"{description}: done")
+
+
+def _run(description: str, fn: Callable[[], T]) -> T:
+    with _step(description):
+        return fn()
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=1)
+
+
+def _find_sources(directory: Path) -> dict[str, Path]:
+    sources: dict[str, Path] = {}
+    for name in TABLE_NAMES:
+        for suffix in (".parquet", ".csv", ".csv.gz"):
+            candidate = directory / f"{name}{suffix}"
+            if candidate.exists():
+                sources[name] = candidate
+                break
+    return sources
+
+
+@app.command("demo-data")
+def demo_data(
+    n_leads: Annotated[int | None, typer.Option(help="Number of leads.", min=1)] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same data).")] = None,
+    end_date: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Last day of history.")
+    ] = None,
+    bad_row_share: Annotated[
+        float | None, typer.Option(help="Share of rows corrupted on purpose.", min=0, max=0.5)
+    ] = None,
+    file_format: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: raw dir).")] = None,
+) -> None:
+    """Generate a realistic synthetic CRM and marketing history.
+
+    Writes leads, events, stage_changes and outcomes (plus truth.parquet with each lead's true
+    conversion probability) to the raw folder.
+
+    Examples:
+
+        leadscore demo-data --n-leads 100000 --seed 7
+
+        leadscore demo-data --bad-row-share 0.02 --format csv --out /tmp/export
+    """
+    from pipelines.demo_data import generate_demo_data, write_demo_data
+
+    if file_format not in ("parquet", "csv"):
+        raise _fail(f"--format must be parquet or csv, not {file_format!r}")
+    fmt: Literal["parquet", "csv"] = "csv" if file_format == "csv" else "parquet"
+    cfg = get_settings().demo
+    day = end_date.date() if end_date else (cfg.end_date or date.today())
+    data = _run(
+        "generating demo data",
+        lambda: generate_demo_data(
+            n_leads=n_leads or cfg.n_leads,
+            seed=cfg.seed if seed is None else seed,
+            end_date=day,
+            months=cfg.months,
+            bad_row_share=cfg.bad_row_share if bad_row_share is None else bad_row_share,
+        ),
+    )
+    paths = write_demo_data(data, out_dir=out or get_settings().paths.raw, file_format=fmt)
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
+
+
+@app.command()
+def ingest(
+    source_dir: Annotated[
+        Path | None, typer.Option(help="Folder with leads/events/stage_changes/outcomes files.")
+    ] = None,
+    leads: Annotated[Path | None, typer.Option(help="Leads file (CSV or Parquet).")] = None,
+    events: Annotated[Path | None, typer.Option(help="Events file.")] = None,
+    stage_changes: Annotated[Path | None, typer.Option(help="Stage changes file.")] = None,
+    outcomes: Annotated[Path | None, typer.Option(help="Outcomes file.")] = None,
+) -> None:
+    """Validate input tables; good rows to the warehouse, bad rows to quarantine.
+
+    Nothing is dropped silently: every rejected row is kept in quarantine with the rules it
+    broke. Re-ingesting merges by key with what is already stored.
+
+    Examples:
+
+        leadscore ingest                       # the raw folder (demo data)
+
+        leadscore ingest --source-dir exports/2026-11
+
+        leadscore ingest --leads leads.csv --outcomes deals.parquet
+    """
+    from pipelines.ingest import ingest_tables
+
+    settings = get_settings()
+    explicit = {
+        name: path
+        for name, path in zip(TABLE_NAMES, (leads, events, stage_changes, outcomes), strict=True)
+        if path is not None
+    }
+    sources = explicit or _find_sources(source_dir or settings.paths.raw)
+    if "leads" not in sources:
+        raise _fail(
+            f"no leads table found in {source_dir or settings.paths.raw}: expected leads.parquet "
+            "or leads.csv (or pass --leads FILE); run `leadscore demo-data` for demo data"
+        )
+    report = _run(
+        "validating and ingesting",
+        lambda: ingest_tables(
+            sources=sources,
+            warehouse_dir=settings.paths.warehouse,
+            quarantine_dir=settings.paths.quarantine,
+        ),
+    )
+    typer.echo(report.summary())
+
+
+@features_app.command("build")
+def features_build(
+    as_of: Annotated[
+        datetime | None, typer.Option(help="The present (default: latest timestamp in data).")
+    ] = None,
+) -> None:
+    """Compute the profile and behaviour feature tables from the warehouse.
+
+    Examples:
+
+        leadscore features build
+    """
+    result = _build_tables(get_settings(), as_of)
+    console.print(
+        f"{result.n_leads} leads, {result.n_behaviour_rows} behaviour rows as of {result.as_of}"
+    )
+
+
+def _build_tables(settings: Settings, as_of: datetime | None) -> FeatureTables:
+    from pipelines.feature_store import build_feature_tables
+    from pipelines.ingest import load_table
+
+    tables = {name: load_table(settings.paths.warehouse, name) for name in TABLE_NAMES}
+    if tables["leads"].empty:
+        raise _fail("the warehouse has no leads: run `leadscore ingest` first")
+    return _run(
+        "building feature tables",
+        lambda: build_feature_tables(
+            tables=tables,
+            repo_dir=settings.paths.feature_repo,
+            snapshot_days=settings.training.snapshot_days,
+            half_life_days=settings.feast.half_life_days,
+            as_of=as_of,
+        ),
+    )
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Register entities, sources, feature views and services in the Feast registry.
+
+    Examples:
+
+        leadscore features apply
+    """
+    from pipelines.feature_store import apply_definitions, open_store
+
+    names = _run(
+        "applying feature definitions", lambda: apply_definitions(open_store(get_settings()))
+    )
+    console.print("applied: " + ", ".join(names))
+
+
+@features_app.command("materialize")
+def features_materialize(
+    end: Annotated[
+        datetime | None, typer.Option(help="Load rows up to this moment (default: now).")
+    ] = None,
+) -> None:
+    """Load the newest feature rows into the online store (incremental after the first run).
+
+    Examples:
+
+        leadscore features materialize
+    """
+    from pipelines.feature_store import materialize_features, open_store
+
+    moment = end or datetime.now().astimezone()
+    _run(
+        "materializing online features",
+        lambda: materialize_features(open_store(get_settings()), end=moment),
+    )
+
+
+@app.command()
+def train() -> None:
+    """Train, calibrate, evaluate and register a model from the feature store.
+
+    The new version becomes `champion` when there is none yet.
+
+    Examples:
+
+        leadscore train
+
+        LEADSCORE_TRAINING__HORIZON_DAYS=90 leadscore train
+    """
+    from pipelines.train_flow import run_training
+
+    result = _run("training", lambda: run_training(get_settings()))
+    m = result.metrics
+    console.print(
+        f"examples: {result.labels.examples} ({result.labels.positives} converted; left out: "
+        f"{result.labels.immature} immature, {result.labels.after_outcome} after outcome)\n"
+        f"test period: ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, "
+        f"Brier {m['brier']:.4f}, log loss {m['log_loss']:.4f}\n"
+        f"registered {result.model.name} version {result.model.version}"
+        + (f" ({', '.join(result.model.aliases)})" if result.model.aliases else "")
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Serve the scoring API (FastAPI + uvicorn).
+
+    Examples:
+
+        leadscore serve --port 8000
+
+        curl -s localhost:8000/v1/score -H 'content-type: application/json' -d '{"lead_id": 1}'
+    """
+    import uvicorn
+
+    cfg = get_settings().serving
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host or cfg.host,
+        port=port or cfg.port,
+        log_level="info",
+    )
+
+
+@app.command("run-all")
+def run_all(
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Start the API at the end.")
+    ] = True,
+) -> None:
+    """The whole loop on the embedded default: demo data (if none), ingest, features, train,
+    then serve with ready-to-paste curl commands for a hot and a cold lead.
+
+    Examples:
+
+        leadscore run-all
+
+        leadscore run-all --no-serve
+    """
+    from pipelines.feature_store import apply_definitions, materialize_features, open_store
+    from pipelines.train_flow import run_training
+
+    settings = get_settings()
+    if "leads" not in _find_sources(settings.paths.raw):
+        demo_data(None, None, None, None, "parquet", None)
+    ingest(None, None, None, None, None)
+    tables = _build_tables(settings, None)
+    store = open_store(settings)
+    _run("applying feature definitions", lambda: apply_definitions(store))
+    moment = max(datetime.now().astimezone(), tables.as_of + timedelta(seconds=1))
+    _run("materializing online features", lambda: materialize_features(store, end=moment))
+    result = _run("training", lambda: run_training(settings))
+    console.print(
+        f"model {result.model.name} v{result.model.version}: test ROC AUC "
+        f"{result.metrics['roc_auc']:.3f}, Brier {result.metrics['brier']:.4f}"
+    )
+    from pipelines.examples import example_leads
+
+    hot, cold = example_leads(settings)
+    url = f"http://{settings.serving.host}:{settings.serving.port}/v1/score"
+    for kind, lead_id in (("hot", hot), ("cold", cold)):
+        typer.echo(
+            f"# a {kind} lead:\ncurl -s -X POST {url} -H 'content-type: application/json' "
+            f"-d '{{\"lead_id\": {lead_id}}}'"
+        )
+    if serve_after:
+        serve(None, None)
+
+
+if __name__ == "__main__":
+    app()

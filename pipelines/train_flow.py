@@ -1,0 +1,115 @@
+"""Training flow: wires the training steps together (no logic of its own)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from leadscore.feature_catalog import BEHAVIOUR_FEATURES, PROFILE_FEATURES
+from leadscore.settings import Settings
+from pipelines.feature_store import data_as_of, open_store
+from pipelines.ingest import load_table
+from training.dataset import LabelReport, fetch_training_features, label_snapshots, split_by_time
+from training.evaluate import evaluate_probabilities
+from training.model import fit_scorer
+from training.register import RegisteredModel, log_and_register, setup_mlflow
+
+logger = logging.getLogger(__name__)
+
+MODEL_FEATURES = PROFILE_FEATURES + BEHAVIOUR_FEATURES
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a training run produced."""
+
+    labels: LabelReport
+    metrics: dict[str, float]
+    model: RegisteredModel
+    n_train: int
+    n_calibration: int
+    n_test: int
+
+
+def run_training(settings: Settings, *, as_of: datetime | None = None) -> TrainingResult:
+    """Label snapshots, join features point in time, fit, calibrate, evaluate and register.
+
+    Args:
+        settings: Paths, stores, training parameters, band thresholds, MLflow names.
+        as_of: The data's present; default: the latest timestamp in the warehouse.
+
+    Returns:
+        Label counts, test metrics and the registered model version.
+    """
+    warehouse = settings.paths.warehouse
+    tables = {name: load_table(warehouse, name) for name in ("leads", "stage_changes", "outcomes")}
+    tables["events"] = load_table(warehouse, "events")
+    moment = as_of or data_as_of(tables)
+    cfg = settings.training
+    examples, label_report = label_snapshots(
+        leads=tables["leads"],
+        stage_changes=tables["stage_changes"],
+        outcomes=tables["outcomes"],
+        snapshot_days=cfg.snapshot_days,
+        horizon_days=cfg.horizon_days,
+        as_of=moment,
+    )
+    logger.info("labels: %s", label_report)
+    store = open_store(settings)
+    frame = fetch_training_features(
+        store=store, examples=examples, feature_service=settings.feast.feature_service
+    )
+    train, calibration, test = split_by_time(
+        frame, calibration_share=cfg.calibration_share, test_share=cfg.test_share
+    )
+    params = {
+        "n_estimators": cfg.n_estimators,
+        "num_leaves": cfg.num_leaves,
+        "learning_rate": cfg.learning_rate,
+        "min_child_samples": cfg.min_child_samples,
+    }
+    bands = {"hot_min": settings.bands.hot_min, "warm_min": settings.bands.warm_min}
+    scorer = fit_scorer(
+        train=train,
+        calibration=calibration,
+        specs=MODEL_FEATURES,
+        params=params,
+        bands=bands,
+        feature_service=settings.feast.feature_service,
+        seed=cfg.seed,
+    )
+    probability = scorer.predict_proba_frame(test)
+    metrics = evaluate_probabilities(
+        labels=test["label"].to_numpy(),
+        probabilities=probability,
+        bands=scorer.band_of(probability),
+    )
+    logger.info("test metrics: %s", metrics)
+    setup_mlflow(
+        tracking_uri=settings.tracking_uri,
+        experiment=settings.mlflow.experiment,
+        artifact_dir=settings.artifact_dir,
+    )
+    registered = log_and_register(
+        scorer=scorer,
+        input_example=test,
+        params={
+            **params,
+            **bands,
+            "horizon_days": cfg.horizon_days,
+            "snapshot_days": ",".join(map(str, cfg.snapshot_days)),
+            "as_of": moment.isoformat(),
+            **{f"examples_{k}": v for k, v in label_report.as_dict().items()},
+            "n_train": len(train),
+            "n_calibration": len(calibration),
+            "n_test": len(test),
+        },
+        metrics={f"test_{k}": v for k, v in metrics.items()},
+        tags={"target": "lead_to_won", "test_start": str(test["event_timestamp"].min())},
+        model_name=settings.mlflow.model_name,
+        champion_alias=settings.mlflow.champion_alias,
+    )
+    return TrainingResult(
+        label_report, metrics, registered, len(train), len(calibration), len(test)
+    )

@@ -1,0 +1,104 @@
+"""Log a trained scorer to MLflow, register it and give it the champion alias if free."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+import mlflow
+from leadscore.scorer import LeadScorer
+
+logger = logging.getLogger(__name__)
+
+PIP_REQUIREMENTS = [
+    "lightgbm>=4.7,<4.8",
+    "scikit-learn>=1.9,<1.10",
+    "pandas>=2.3,<3",
+    "numpy>=2.0,<3",
+]
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """Where a trained scorer went."""
+
+    run_id: str
+    name: str
+    version: str
+    aliases: list[str]
+
+
+def setup_mlflow(*, tracking_uri: str, experiment: str, artifact_dir: Path) -> str:
+    """Point MLflow at the tracking store and make sure the experiment exists.
+
+    Returns:
+        The experiment id.
+    """
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    existing = mlflow.get_experiment_by_name(experiment)
+    if existing is not None:
+        experiment_id: str = existing.experiment_id
+    else:
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        experiment_id = mlflow.create_experiment(
+            experiment, artifact_location=artifact_dir.as_uri()
+        )
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def log_and_register(
+    *,
+    scorer: LeadScorer,
+    input_example: pd.DataFrame,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    model_name: str,
+    champion_alias: str,
+) -> RegisteredModel:
+    """Log params, metrics and the model in one run; register it; alias it if none is champion.
+
+    The band thresholds, feature service and feature list are also written as model version
+    tags so that they can be read from the registry without loading the model.
+    """
+    example = input_example[scorer.features].head(5)
+    output = scorer.predict(None, example)
+    with mlflow.start_run() as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})
+        mlflow.set_tags(tags)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=scorer,
+            signature=infer_signature(example, output),
+            input_example=example,
+            registered_model_name=model_name,
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    version_tags = {
+        "feature_service": scorer.feature_service,
+        "band_hot_min": str(scorer.bands["hot_min"]),
+        "band_warm_min": str(scorer.bands["warm_min"]),
+        **tags,
+    }
+    for key, value in version_tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    aliases: list[str] = []
+    try:
+        client.get_model_version_by_alias(model_name, champion_alias)
+    except MlflowException:
+        client.set_registered_model_alias(model_name, champion_alias, version)
+        aliases.append(champion_alias)
+        logger.info("version %s of %s is the new %s", version, model_name, champion_alias)
+    return RegisteredModel(run.info.run_id, model_name, version, aliases)
