@@ -66,7 +66,7 @@ class DemoSettings(BaseModel):
     seed: int = 42
     months: int = Field(default=18, gt=0, description="Length of the history.")
     end_date: date | None = Field(
-        default=None, description="Last day of the history (UTC); default: today."
+        default=None, description="Last day of the history (UTC); default: yesterday."
     )
     bad_row_share: float = Field(
         default=0.0, ge=0.0, le=0.5, description="Share of rows corrupted on purpose."

@@ -112,7 +112,8 @@ def demo_data(
         raise _fail(f"--format must be parquet or csv, not {file_format!r}")
     fmt: Literal["parquet", "csv"] = "csv" if file_format == "csv" else "parquet"
     cfg = get_settings().demo
-    day = end_date.date() if end_date else (cfg.end_date or date.today())
+    # The default history ends with yesterday, the last full day, so nothing lies in the future.
+    day = end_date.date() if end_date else (cfg.end_date or date.today() - timedelta(days=1))
     data = _run(
         "generating demo data",
         lambda: generate_demo_data(
