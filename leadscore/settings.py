@@ -110,8 +110,8 @@ class MlflowSettings(BaseModel):
 class BandSettings(BaseModel):
     """Probability cut-offs of the hot / warm / cold bands (stored with each model version)."""
 
-    hot_min: float = Field(default=0.25, gt=0.0, lt=1.0)
-    warm_min: float = Field(default=0.08, gt=0.0, lt=1.0)
+    hot_min: float = Field(default=0.20, gt=0.0, lt=1.0)
+    warm_min: float = Field(default=0.07, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> BandSettings:
@@ -135,10 +135,11 @@ class TrainingSettings(BaseModel):
     calibration_share: float = Field(
         default=0.15, gt=0.0, lt=0.5, description="Slice before the test period for calibration."
     )
-    n_estimators: int = Field(default=300, gt=0)
-    num_leaves: int = Field(default=31, gt=1)
+    n_estimators: int = Field(default=250, gt=0)
+    num_leaves: int = Field(default=15, gt=1)
     learning_rate: float = Field(default=0.05, gt=0.0)
     min_child_samples: int = Field(default=50, gt=0)
+    lambda_l2: float = Field(default=5.0, ge=0.0, description="L2 regularisation of leaf values.")
     seed: int = 7
 
 

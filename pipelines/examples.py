@@ -6,6 +6,7 @@ import pandas as pd
 
 from leadscore.scorer import LeadScorer
 from leadscore.settings import Settings
+from leadscore.tracking import connect_tracking
 from pipelines.feature_store import BEHAVIOUR_TABLE, PROFILE_TABLE
 
 
@@ -22,8 +23,7 @@ def load_champion(settings: Settings) -> LeadScorer:
     """The scorer behind the serving alias."""
     import mlflow
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
+    connect_tracking(settings.tracking_uri)
     uri = f"models:/{settings.mlflow.model_name}@{settings.serving.model_alias}"
     scorer = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     if not isinstance(scorer, LeadScorer):

@@ -68,6 +68,7 @@ def run_training(settings: Settings, *, as_of: datetime | None = None) -> Traini
         "num_leaves": cfg.num_leaves,
         "learning_rate": cfg.learning_rate,
         "min_child_samples": cfg.min_child_samples,
+        "lambda_l2": cfg.lambda_l2,
     }
     bands = {"hot_min": settings.bands.hot_min, "warm_min": settings.bands.warm_min}
     scorer = fit_scorer(

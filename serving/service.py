@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from leadscore.scorer import LeadScorer, Reason
 from leadscore.settings import Settings
+from leadscore.tracking import connect_tracking
 from serving.errors import LeadNotFoundError
 
 if TYPE_CHECKING:
@@ -115,8 +116,7 @@ def load_service(settings: Settings) -> ScoringService:
     import mlflow
     from leadscore.store import open_store
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
+    connect_tracking(settings.tracking_uri)
     name, alias = settings.mlflow.model_name, settings.serving.model_alias
     try:
         version = MlflowClient().get_model_version_by_alias(name, alias)

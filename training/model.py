@@ -34,7 +34,8 @@ def fit_scorer(
         train: Examples with feature columns and ``label``.
         calibration: Later examples used only to calibrate.
         specs: The model's features.
-        params: ``n_estimators``, ``num_leaves``, ``learning_rate``, ``min_child_samples``.
+        params: ``n_estimators``, ``num_leaves``, ``learning_rate``, ``min_child_samples``,
+            ``lambda_l2``.
         bands: Band cut-offs stored with the model.
         feature_service: Feast feature service the model reads.
         seed: Random seed.
@@ -58,10 +59,15 @@ def fit_scorer(
             "num_leaves": int(params["num_leaves"]),
             "learning_rate": float(params["learning_rate"]),
             "min_child_samples": int(params["min_child_samples"]),
+            "lambda_l2": float(params.get("lambda_l2", 0.0)),
             "feature_fraction": 0.9,
             "bagging_fraction": 0.9,
             "bagging_freq": 1,
-            "cat_smooth": 10.0,
+            # Categories with few leads (e.g. rare countries) otherwise get splits of their own
+            # that fit noise: smooth them toward the prior and demand enough leads per group.
+            "cat_smooth": 50.0,
+            "cat_l2": 10.0,
+            "min_data_per_group": 200,
             "seed": seed,
             "deterministic": True,
             "num_threads": 0,

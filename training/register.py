@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 import mlflow
 from leadscore.scorer import LeadScorer
+from leadscore.tracking import connect_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ def setup_mlflow(*, tracking_uri: str, experiment: str, artifact_dir: Path) -> s
     Returns:
         The experiment id.
     """
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    connect_tracking(tracking_uri)
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is not None:
         experiment_id: str = existing.experiment_id

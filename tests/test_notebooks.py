@@ -1,0 +1,29 @@
+"""The notebooks run against the real stack."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+from leadscore import settings as settings_module
+
+pytestmark = pytest.mark.slow
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def test_model_review_notebook_runs_on_the_trained_stack(stack, monkeypatch):
+    # given: the notebook reads the settings from the environment, like the CLI
+    monkeypatch.setenv("LEADSCORE_PATHS__ROOT", str(stack.settings.paths.root))
+    settings_module.get_settings.cache_clear()
+    try:
+        # when
+        namespace = runpy.run_path(str(NOTEBOOKS / "model_review.py"))
+    finally:
+        settings_module.get_settings.cache_clear()
+    # then
+    assert str(namespace["version"].version) == stack.training.model.version
+    assert namespace["test_metrics"]["roc_auc"] == pytest.approx(stack.training.metrics["roc_auc"])
+    assert namespace["bands"]["leads"].sum() == len(namespace["leads"])
+    assert len(namespace["importance"]) == 15
