@@ -48,6 +48,10 @@ def main(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # Libraries' routine chatter (registry refreshes, deprecation notices) hides our output.
+        for noisy in ("feast", "py.warnings", "alembic", "mlflow.store"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 @contextmanager
@@ -62,8 +66,12 @@ def _step(description: str) -> Iterator[None]:
 
 
 def _run(description: str, fn: Callable[[], T]) -> T:
-    with _step(description):
-        return fn()
+    """Run one step; a bad input or missing prerequisite ends the command with its message."""
+    try:
+        with _step(description):
+            return fn()
+    except (ValueError, LookupError, FileNotFoundError) as e:
+        raise _fail(f"{description} failed: {e}") from e
 
 
 def _fail(message: str) -> typer.Exit:
@@ -161,10 +169,11 @@ def ingest(
         if path is not None
     }
     sources = explicit or _find_sources(source_dir or settings.paths.raw)
-    if "leads" not in sources:
+    if not sources:
         raise _fail(
-            f"no leads table found in {source_dir or settings.paths.raw}: expected leads.parquet "
-            "or leads.csv (or pass --leads FILE); run `leadscore demo-data` for demo data"
+            f"no input tables found in {source_dir or settings.paths.raw}: expected "
+            "leads/events/stage_changes/outcomes as .parquet, .csv or .csv.gz (or pass --leads "
+            "FILE ...); run `leadscore demo-data` for demo data"
         )
     report = _run(
         "validating and ingesting",
