@@ -62,8 +62,8 @@ class PathsSettings(BaseModel):
 class DemoSettings(BaseModel):
     """Synthetic CRM history produced by ``leadscore demo-data``."""
 
-    n_leads: int = Field(default=20_000, gt=0)
-    seed: int = 42
+    n_leads: int = Field(default=20_000, gt=0, description="Leads `demo-data` generates.")
+    seed: int = Field(default=42, description="Random seed: same seed and end date, same data.")
     months: int = Field(default=18, gt=0, description="Length of the history.")
     end_date: date | None = Field(
         default=None, description="Last day of the history (UTC); default: yesterday."
@@ -76,10 +76,16 @@ class DemoSettings(BaseModel):
 class FeastSettings(BaseModel):
     """Feature store backends (embedded default: SQLite online, files offline)."""
 
-    project: str = "leadscore"
-    online_store: Literal["sqlite", "redis"] = "sqlite"
-    offline_store: Literal["file", "duckdb"] = "duckdb"
-    redis_connection_string: str = "127.0.0.1:6379"
+    project: str = Field(default="leadscore", description="Feast project name.")
+    online_store: Literal["sqlite", "redis"] = Field(
+        default="sqlite", description="Online store backend."
+    )
+    offline_store: Literal["file", "duckdb"] = Field(
+        default="duckdb", description="Offline store engine over the Parquet feature tables."
+    )
+    redis_connection_string: str = Field(
+        default="127.0.0.1:6379", description="Redis online store (when online_store=redis)."
+    )
     sqlite_path: Path = Field(
         default=Path("online_store.db"), description="Relative to the feature repo dir."
     )
@@ -100,18 +106,26 @@ class MlflowSettings(BaseModel):
     tracking_uri: str | None = Field(
         default=None, description="Default: sqlite:///<root>/mlflow/mlflow.db."
     )
-    artifact_dir: Path = Field(default=Path("mlflow/artifacts"))
-    experiment: str = "leadscore"
-    model_name: str = "leadscore"
-    champion_alias: str = "champion"
-    challenger_alias: str = "challenger"
+    artifact_dir: Path = Field(
+        default=Path("mlflow/artifacts"), description="Where new experiments keep artifacts."
+    )
+    experiment: str = Field(default="leadscore", description="MLflow experiment of training runs.")
+    model_name: str = Field(default="leadscore", description="Registered model name.")
+    champion_alias: str = Field(
+        default="champion", description="Alias of the production model version."
+    )
+    challenger_alias: str = Field(
+        default="challenger", description="Alias of a candidate model version."
+    )
 
 
 class BandSettings(BaseModel):
     """Probability cut-offs of the hot / warm / cold bands (stored with each model version)."""
 
-    hot_min: float = Field(default=0.20, gt=0.0, lt=1.0)
-    warm_min: float = Field(default=0.07, gt=0.0, lt=1.0)
+    hot_min: float = Field(default=0.20, gt=0.0, lt=1.0, description="Hot from this probability.")
+    warm_min: float = Field(
+        default=0.07, gt=0.0, lt=1.0, description="Warm from this probability (else cold)."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> BandSettings:
@@ -129,27 +143,27 @@ class TrainingSettings(BaseModel):
         default=[1, 7, 30], description="Snapshots taken this many days after lead creation."
     )
     horizon_days: int = Field(
-        default=180, gt=0, description="A lead counts as converted if won within this horizon."
+        default=120, gt=0, description="A snapshot is positive if the lead is won within this."
     )
     test_share: float = Field(default=0.2, gt=0.0, lt=0.5, description="Newest share for test.")
     calibration_share: float = Field(
         default=0.15, gt=0.0, lt=0.5, description="Slice before the test period for calibration."
     )
-    n_estimators: int = Field(default=250, gt=0)
-    num_leaves: int = Field(default=15, gt=1)
-    learning_rate: float = Field(default=0.05, gt=0.0)
-    min_child_samples: int = Field(default=50, gt=0)
+    n_estimators: int = Field(default=250, gt=0, description="LightGBM boosting rounds.")
+    num_leaves: int = Field(default=15, gt=1, description="LightGBM leaves per tree.")
+    learning_rate: float = Field(default=0.05, gt=0.0, description="LightGBM learning rate.")
+    min_child_samples: int = Field(default=50, gt=0, description="Fewest examples per leaf.")
     lambda_l2: float = Field(default=5.0, ge=0.0, description="L2 regularisation of leaf values.")
-    seed: int = 7
+    seed: int = Field(default=7, description="Training random seed.")
 
 
 class ServingSettings(BaseModel):
     """The FastAPI scoring service."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, gt=0, lt=65536)
-    model_alias: str = "champion"
-    top_reasons: int = Field(default=5, gt=0, le=20)
+    host: str = Field(default="127.0.0.1", description="Bind address of `leadscore serve`.")
+    port: int = Field(default=8000, gt=0, lt=65536, description="Port of `leadscore serve`.")
+    model_alias: str = Field(default="champion", description="Registry alias the API serves.")
+    top_reasons: int = Field(default=5, gt=0, le=20, description="Reasons per score.")
 
 
 class Settings(BaseSettings):
