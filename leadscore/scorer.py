@@ -49,6 +49,11 @@ class LeadScore:
     reasons: list[Reason]
 
 
+def _rounded(value: Any) -> Any:
+    """Numbers as a person reads them (recency of 12.4655... days is 12.47 days)."""
+    return round(value, 2) if isinstance(value, float) else value
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -141,7 +146,7 @@ class LeadScorer(PythonModel):
                 Reason(
                     feature=names[j],
                     label=self.specs[names[j]].describe(row.get(names[j])),
-                    value=row.get(names[j]),
+                    value=_rounded(row.get(names[j])),
                     contribution=round(float(effect[i, j]), 4),
                 )
                 for j in order

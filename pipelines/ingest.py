@@ -16,7 +16,8 @@ Rule names (see :func:`pipelines.validation.derive_rules`), each followed by the
 * ``not_in_future:<column>`` / ``not_before_2000:<column>``: implausible timestamps;
 * ``unique_key:<key>``: rows share a key but differ (``+`` joins compound keys);
 * ``lead_exists:lead_id``: the lead is neither in this ingest nor in the warehouse;
-* ``after_lead_created:closed_at``: an outcome closed before its lead was created;
+* ``after_lead_created:closed_at`` / ``:changed_at``: an outcome or a stage change dated
+  before its lead was created;
 * ``duplicate_row``: an exact copy of an earlier row of the same file (the first is kept).
 """
 

@@ -52,7 +52,7 @@ NaT if the lead is unknown."""
 EARLIEST_TIMESTAMP = pd.Timestamp("2000-01-01", tz="UTC")
 """No timestamp of the CRM history is older than this."""
 
-NOT_BEFORE_LEAD_CREATED: dict[str, str] = {"outcomes": "closed_at"}
+NOT_BEFORE_LEAD_CREATED: dict[str, str] = {"outcomes": "closed_at", "stage_changes": "changed_at"}
 """Table -> time column that must not be earlier than the lead's ``created_at``."""
 
 Check = Literal[

@@ -58,6 +58,7 @@ lead_id,changed_at,stage
 1,2024-01-01T11:00:00Z,MQL
 1,2024-01-05T11:00:00Z,SQL
 1,2024-01-05T11:00:00Z,SQL
+2,2023-06-01T00:00:00Z,MQL
 """
 
 
@@ -151,14 +152,14 @@ def test_every_row_read_is_accepted_or_quarantined(run: Run) -> None:
     assert counts == {
         "leads": (12, 3, 9),
         "events": (6, 2, 4),
-        "stage_changes": (3, 2, 1),
+        "stage_changes": (4, 2, 2),
         "outcomes": (4, 1, 3),
     }
     assert quarantined.groupby("table").size().to_dict() == {
         "events": 4,
         "leads": 9,
         "outcomes": 3,
-        "stage_changes": 1,
+        "stage_changes": 2,
     }
     assert quarantined["quarantine_id"].is_unique
 
@@ -234,6 +235,13 @@ def test_every_row_read_is_accepted_or_quarantined(run: Run) -> None:
         ),
         ("events", 6, "duplicate_row", "exact duplicate of row 2", {"event_id": "e2"}),
         ("stage_changes", 3, "duplicate_row", "exact duplicate of row 2", {"stage": "SQL"}),
+        (
+            "stage_changes",
+            4,
+            "after_lead_created:changed_at",
+            "changed_at: '2023-06-01T00:00:00Z' is before the lead's created_at",
+            {"stage": "MQL"},
+        ),
         (
             "outcomes",
             2,
