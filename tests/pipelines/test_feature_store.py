@@ -59,11 +59,14 @@ def _build(settings, tables, as_of):
     )
 
 
-@pytest.fixture(scope="module")
-def store_settings(tmp_path_factory):
-    from leadscore.settings import PathsSettings, Settings
+@pytest.fixture(scope="module", params=["duckdb", "file"])
+def store_settings(request, tmp_path_factory):
+    from leadscore.settings import FeastSettings, PathsSettings, Settings
 
-    return Settings(paths=PathsSettings(root=tmp_path_factory.mktemp("fs")))
+    return Settings(
+        paths=PathsSettings(root=tmp_path_factory.mktemp("fs")),
+        feast=FeastSettings(offline_store=request.param),
+    )
 
 
 def test_training_rows_are_point_in_time_correct(store_settings):
