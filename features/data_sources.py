@@ -1,10 +1,11 @@
 """Feast data sources.
 
-Paths are relative: Feast resolves them against the runtime repo directory that the settings
-name (``paths.feature_repo_dir``), where ``leadscore features build`` writes the tables.
+Paths are relative: they name tables in the runtime repo directory that the settings name
+(``paths.feature_repo_dir``), where ``leadscore features build`` writes them.
 """
 
-from feast import FileSource, PushSource
+from feast import Field, FileSource, PushSource, RequestSource
+from feast.types import Float64
 
 lead_profile_source = FileSource(
     name="lead_profile_source",
@@ -20,8 +21,21 @@ lead_behaviour_source = FileSource(
     description="Behaviour aggregates of each lead at each snapshot moment and now.",
 )
 
+lead_lifecycle_source = FileSource(
+    name="lead_lifecycle_source",
+    path="lead_lifecycle.parquet",
+    timestamp_field="event_timestamp",
+    description="Stage and channel history of each lead at each snapshot moment and now.",
+)
+
 lead_behaviour_push = PushSource(
     name="lead_behaviour_push",
     batch_source=lead_behaviour_source,
     description="Live path: recomputed behaviour rows of a lead after a new event.",
+)
+
+scoring_request = RequestSource(
+    name="scoring_request",
+    schema=[Field(name="request_ts", dtype=Float64, description="Scoring time, epoch seconds.")],
+    description="The moment a score is asked for (the snapshot moment in training).",
 )

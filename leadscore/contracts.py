@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 Kind = Literal["int", "float", "str", "bool", "timestamp"]
@@ -57,6 +58,28 @@ SENIORITIES: tuple[str, ...] = ("entry", "senior", "manager", "director", "vp", 
 BANT_BUDGET: tuple[str, ...] = ("none", "under_10k", "10k_50k", "50k_250k", "over_250k")
 BANT_TIMELINE: tuple[str, ...] = ("now", "within_3m", "within_6m", "within_12m", "no_plan")
 GENDERS: tuple[str, ...] = ("female", "male", "other")
+# Webmail domains: an address there says nothing about an employer.
+FREE_EMAIL_DOMAINS: frozenset[str] = frozenset(
+    {
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "hotmail.com",
+        "outlook.com",
+        "live.com",
+        "icloud.com",
+        "aol.com",
+        "proton.me",
+        "protonmail.com",
+        "gmx.de",
+        "gmx.net",
+        "web.de",
+        "mail.ru",
+        "yandex.ru",
+        "qq.com",
+        "163.com",
+    }
+)
 
 EVENT_TYPES: tuple[str, ...] = (
     "page_view",
@@ -163,6 +186,7 @@ LEADS = TableContract(
         _cat("bant_timeline", BANT_TIMELINE, "BANT: purchase timeline."),
         Column("age", "int", "Consumer leads: age in years.", min_value=16, max_value=100),
         _cat("gender", GENDERS, "Consumer leads: gender (never used as a model feature)."),
+        Column("email_domain", "str", "Domain of the lead's e-mail address (e.g. acme.com)."),
     ),
 )
 
@@ -217,3 +241,14 @@ def to_utc_us(values: object) -> pd.Series:
     """
     series = values if isinstance(values, pd.Series) else pd.Series(values)
     return pd.to_datetime(series, utc=True).astype("datetime64[us, UTC]")
+
+
+_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
+
+
+def epoch_seconds(values: object) -> np.ndarray:
+    """UTC timestamps as float seconds since the epoch (NaN where missing)."""
+    seconds: np.ndarray = (to_utc_us(values) - _EPOCH).dt.total_seconds().to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+    return seconds

@@ -93,7 +93,7 @@ class FeastSettings(BaseModel):
         default=Path("registry.db"), description="Relative to the feature repo dir."
     )
     feature_service: str = Field(
-        default="lead_scoring_v1", description="Feature service the next training run uses."
+        default="lead_scoring_v2", description="Feature service the next training run uses."
     )
     half_life_days: float = Field(
         default=14.0, gt=0, description="Half-life of the engagement score's time decay."

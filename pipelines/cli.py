@@ -218,6 +218,7 @@ def _build_tables(settings: Settings, as_of: datetime | None) -> FeatureTables:
             repo_dir=settings.paths.feature_repo,
             snapshot_days=settings.training.snapshot_days,
             half_life_days=settings.feast.half_life_days,
+            horizon_days=settings.training.horizon_days,
             as_of=as_of,
         ),
     )

@@ -838,8 +838,25 @@ def _leads_frame(rng: np.random.Generator, profile: _Profile, lead_ids: IntArray
         ),
         "age": pd.arrays.IntegerArray(np.where(age_missing, 0, profile.age), age_missing),
         "gender": _labels(_blank(rng, profile.gender, gap["gender"]), GENDERS),
+        "email_domain": _email_domains(rng, profile, lead_ids),
     }
     return pd.DataFrame(columns, columns=LEADS.column_names)
+
+
+_FREE_DOMAINS = np.array(["gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com"])
+
+
+def _email_domains(rng: np.random.Generator, profile: _Profile, lead_ids: IntArray) -> ObjectArray:
+    """Consumers and many small-company contacts write from webmail; others from their firm."""
+    n = len(lead_ids)
+    tiny = profile.company_size == COMPANY_SIZES.index("1-10")
+    free_share = np.where(profile.consumer, 0.95, np.where(tiny, 0.45, 0.08))
+    free = rng.random(n) < free_share
+    corporate = np.char.add(np.char.add("firm", (lead_ids % 50_000).astype(str)), ".com")
+    domains: ObjectArray = np.where(
+        free, _FREE_DOMAINS[rng.integers(0, len(_FREE_DOMAINS), n)], corporate
+    ).astype(object)
+    return _missing(domains, rng.random(n) < 0.04)
 
 
 # --- What the lead does -----------------------------------------------------------------------

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import pandas as pd
 
+from leadscore.contracts import epoch_seconds
 from leadscore.scorer import LeadScorer
 from leadscore.settings import Settings
 from leadscore.tracking import connect_tracking
-from pipelines.feature_store import BEHAVIOUR_TABLE, PROFILE_TABLE
+from pipelines.feature_store import BEHAVIOUR_TABLE, LIFECYCLE_TABLE, PROFILE_TABLE
 
 
 def current_features(settings: Settings) -> pd.DataFrame:
-    """Each lead's latest profile and behaviour row from the offline feature tables."""
+    """Each lead's current features from the offline feature tables (batch path).
+
+    The latest profile, behaviour and lifecycle rows of every lead, and the on-demand features
+    computed by the same transform Feast runs, at the moment the latest rows were built.
+    """
+    from features.on_demand import lead_recency
+
     repo = settings.paths.feature_repo
     profile = pd.read_parquet(repo / PROFILE_TABLE).drop(columns="event_timestamp")
-    behaviour = pd.read_parquet(repo / BEHAVIOUR_TABLE)
-    latest = behaviour.sort_values("event_timestamp").drop_duplicates("lead_id", keep="last")
-    return profile.merge(latest.drop(columns="event_timestamp"), on="lead_id", how="inner")
+    frame = profile
+    for table in (BEHAVIOUR_TABLE, LIFECYCLE_TABLE):
+        rows = pd.read_parquet(repo / table)
+        latest = rows.sort_values("event_timestamp").drop_duplicates("lead_id", keep="last")
+        frame = frame.merge(latest, on="lead_id", how="inner", suffixes=("", "_dup"))
+        frame = frame.drop(columns=[c for c in frame.columns if c.endswith("_dup")])
+    inputs = frame.astype(object).where(frame.notna(), None).to_dict("list")
+    inputs["request_ts"] = list(epoch_seconds(frame["event_timestamp"]))
+    derived = lead_recency.feature_transformation.udf(inputs)
+    return frame.drop(columns="event_timestamp").assign(**derived)
 
 
 def load_champion(settings: Settings) -> LeadScorer:

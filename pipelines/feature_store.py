@@ -11,13 +11,13 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from leadscore.behaviour import compute_behaviour_features
-from leadscore.contracts import to_utc_us
-from leadscore.feature_catalog import PROFILE_FEATURES
+from leadscore.lifecycle import compute_lifecycle_features
+from leadscore.profile import compute_profile_features
 from leadscore.snapshots import snapshot_times
 from leadscore.store import open_store, store_config
 
@@ -36,6 +36,7 @@ __all__ = [
 
 PROFILE_TABLE = "lead_profile.parquet"
 BEHAVIOUR_TABLE = "lead_behaviour.parquet"
+LIFECYCLE_TABLE = "lead_lifecycle.parquet"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class FeatureTables:
 
     profile_path: Path
     behaviour_path: Path
+    lifecycle_path: Path
     n_leads: int
     n_behaviour_rows: int
     as_of: datetime
@@ -66,50 +68,27 @@ def data_as_of(tables: dict[str, pd.DataFrame]) -> datetime:
     return pd.Timestamp(max(latest)).to_pydatetime()
 
 
-def build_profile_table(leads: pd.DataFrame) -> pd.DataFrame:
-    """Profile feature rows: one per lead, stamped at its creation.
-
-    Args:
-        leads: Validated leads table.
-
-    Returns:
-        ``lead_id``, ``event_timestamp`` and the profile features (flags as 0/1 floats).
-    """
-    out = pd.DataFrame({"lead_id": leads["lead_id"].astype("int64").to_numpy()})
-    out["event_timestamp"] = to_utc_us(leads["created_at"]).array
-    for spec in PROFILE_FEATURES:
-        column = leads[spec.name]
-        if spec.kind == "categorical":
-            values = column.astype(object).to_numpy()
-            out[spec.name] = [None if pd.isna(v) else str(v) for v in values]
-        else:
-            out[spec.name] = (
-                pd.to_numeric(column.astype("Float64"), errors="coerce")
-                .astype("float64")
-                .to_numpy()
-            )
-    return out
-
-
 def build_feature_tables(
     *,
     tables: dict[str, pd.DataFrame],
     repo_dir: Path,
     snapshot_days: list[int],
     half_life_days: float,
+    horizon_days: int,
     as_of: datetime | None = None,
 ) -> FeatureTables:
-    """Write the profile and behaviour feature tables of the offline store.
+    """Write the profile, behaviour and lifecycle feature tables of the offline store.
 
-    The behaviour table holds one row per lead and snapshot moment (see
+    The behaviour and lifecycle tables hold one row per lead and snapshot moment (see
     :mod:`leadscore.snapshots`) plus the lead's current state at ``as_of``, each computed only
-    from the events up to that moment.
+    from what was known at that moment.
 
     Args:
-        tables: Validated ``leads``, ``events`` and ``stage_changes``.
+        tables: Validated ``leads``, ``events``, ``stage_changes`` and ``outcomes``.
         repo_dir: Runtime Feast repo directory where the Parquet tables go.
         snapshot_days: Days after creation at which snapshots are taken.
         half_life_days: Half-life of the engagement score.
+        horizon_days: Maturity of a lead for its channel's conversion rate.
         as_of: The present; default: the latest timestamp in the data.
 
     Returns:
@@ -127,12 +106,24 @@ def build_feature_tables(
     behaviour = compute_behaviour_features(
         events=tables["events"], snapshots=snapshots, half_life_days=half_life_days
     )
-    profile = build_profile_table(leads)
+    lifecycle = compute_lifecycle_features(
+        leads=tables["leads"],
+        stage_changes=tables["stage_changes"],
+        outcomes=tables["outcomes"],
+        snapshots=snapshots,
+        horizon_days=horizon_days,
+    )
+    profile = compute_profile_features(leads)
     repo_dir.mkdir(parents=True, exist_ok=True)
-    profile_path = _write_atomic(profile, repo_dir / PROFILE_TABLE)
-    behaviour_path = _write_atomic(behaviour, repo_dir / BEHAVIOUR_TABLE)
-    logger.info("feature tables: %d leads, %d behaviour rows", len(profile), len(behaviour))
-    return FeatureTables(profile_path, behaviour_path, len(profile), len(behaviour), moment)
+    logger.info("feature tables: %d leads, %d snapshot rows", len(profile), len(behaviour))
+    return FeatureTables(
+        profile_path=_write_atomic(profile, repo_dir / PROFILE_TABLE),
+        behaviour_path=_write_atomic(behaviour, repo_dir / BEHAVIOUR_TABLE),
+        lifecycle_path=_write_atomic(lifecycle, repo_dir / LIFECYCLE_TABLE),
+        n_leads=len(profile),
+        n_behaviour_rows=len(behaviour),
+        as_of=moment,
+    )
 
 
 def _write_atomic(frame: pd.DataFrame, path: Path) -> Path:
@@ -148,30 +139,18 @@ def apply_definitions(store: FeatureStore) -> list[str]:
     Returns:
         Names of the applied objects.
     """
-    from features.data_sources import (
-        lead_behaviour_push,
-        lead_behaviour_source,
-        lead_profile_source,
-    )
-    from features.entities import lead
-    from features.feature_services import lead_scoring_v1
-    from features.feature_views import lead_behaviour, lead_profile
+    from feast import FileSource
 
-    objects: list[Any] = [
-        lead,
-        lead_profile_source,
-        lead_behaviour_source,
-        lead_behaviour_push,
-        lead_profile,
-        lead_behaviour,
-        lead_scoring_v1,
-    ]
+    from features.repo import OBJECTS
+
     assert store.config.repo_path is not None
     repo_dir = Path(store.config.repo_path)
     # Feast's DuckDB offline store reads FileSource paths as given (relative to the working
     # directory), so the sources are pointed at the runtime repo before they are registered.
-    for source in (lead_profile_source, lead_behaviour_source):
-        source.file_options.uri = str(repo_dir / Path(source.file_options.uri).name)
+    for source in OBJECTS:
+        if isinstance(source, FileSource):
+            source.file_options.uri = str(repo_dir / Path(source.file_options.uri).name)
+    objects = list(OBJECTS)
     store.apply(objects)
     store.config.write_to_path(repo_dir)
     return [o.name for o in objects]

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from leadscore.feature_catalog import BEHAVIOUR_FEATURES, PROFILE_FEATURES
+from leadscore.feature_catalog import MODEL_FEATURES
 from leadscore.settings import Settings
 from pipelines.feature_store import data_as_of, open_store
 from pipelines.ingest import load_table
@@ -16,8 +16,6 @@ from training.model import fit_scorer
 from training.register import RegisteredModel, log_and_register, setup_mlflow
 
 logger = logging.getLogger(__name__)
-
-MODEL_FEATURES = PROFILE_FEATURES + BEHAVIOUR_FEATURES
 
 
 @dataclass(frozen=True)

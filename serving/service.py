@@ -6,6 +6,7 @@ No FastAPI here: the app builds one :class:`ScoringService` at start-up and rout
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,9 +47,14 @@ class OnlineFeatures:
 
     def __call__(self, lead_id: int) -> dict[str, Any] | None:
         values = self._store.get_online_features(
-            features=self._service, entity_rows=[{"lead_id": lead_id}]
+            features=self._service,
+            entity_rows=[{"lead_id": lead_id, "request_ts": time.time()}],
         ).to_dict()
-        row = {name: column[0] for name, column in values.items() if name != "lead_id"}
+        row = {
+            name: column[0]
+            for name, column in values.items()
+            if name not in ("lead_id", "request_ts")
+        }
         if all(value is None for value in row.values()):
             return None
         return row

@@ -54,6 +54,7 @@ def build_stack(root: Path, *, n_leads: int = 8000, bad_row_share: float = 0.01)
         repo_dir=settings.paths.feature_repo,
         snapshot_days=settings.training.snapshot_days,
         half_life_days=settings.feast.half_life_days,
+        horizon_days=settings.training.horizon_days,
     )
     store = open_store(settings)
     apply_definitions(store)

@@ -53,7 +53,7 @@ def test_model_version_is_registered_as_champion_with_what_serving_needs(stack):
     run = client.get_run(version.run_id)
     # then
     assert str(version.version) == stack.training.model.version
-    assert version.tags["feature_service"] == "lead_scoring_v1"
+    assert version.tags["feature_service"] == "lead_scoring_v2"
     assert float(version.tags["band_hot_min"]) > float(version.tags["band_warm_min"])
     for metric in ("test_roc_auc", "test_pr_auc", "test_brier", "test_log_loss"):
         assert metric in run.data.metrics

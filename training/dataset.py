@@ -106,12 +106,17 @@ def fetch_training_features(
     """
     service = store.get_feature_service(feature_service)
     entity_df = examples[["lead_id", "event_timestamp"]].copy()
+    # On-demand features measure recency against the request time: the snapshot moment.
+    entity_df["request_ts"] = (
+        entity_df["event_timestamp"].astype("datetime64[us, UTC]").astype("int64") / 1e6
+    )
     joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
     joined["event_timestamp"] = pd.to_datetime(joined["event_timestamp"], utc=True).astype(
         "datetime64[us, UTC]"
     )
     keyed = examples.copy()
     keyed["event_timestamp"] = keyed["event_timestamp"].astype("datetime64[us, UTC]")
+    joined = joined.drop(columns=["request_ts"], errors="ignore")
     out = keyed.merge(joined, on=["lead_id", "event_timestamp"], how="left", validate="1:1")
     if len(out) != len(examples):
         raise RuntimeError("point-in-time join changed the number of examples")

@@ -15,7 +15,7 @@ from pipelines.feature_store import (
 )
 from tests.conftest import make_leads
 
-SERVICE = "lead_scoring_v1"
+SERVICE = "lead_scoring_v2"
 
 
 def _tables(extra_events: list[tuple[int, str, str]] = ()) -> dict[str, pd.DataFrame]:
@@ -46,7 +46,14 @@ def _tables(extra_events: list[tuple[int, str, str]] = ()) -> dict[str, pd.DataF
             "stage": ["SQL"],
         }
     )
-    return {"leads": leads, "events": events, "stage_changes": stages}
+    outcomes = pd.DataFrame(
+        {
+            "lead_id": [2],
+            "closed_at": pd.to_datetime(["2024-05-01"], utc=True),
+            "result": ["lost"],
+        }
+    )
+    return {"leads": leads, "events": events, "stage_changes": stages, "outcomes": outcomes}
 
 
 def _build(settings, tables, as_of):
@@ -55,6 +62,7 @@ def _build(settings, tables, as_of):
         repo_dir=settings.paths.feature_repo,
         snapshot_days=[1, 7, 30],
         half_life_days=14,
+        horizon_days=30,
         as_of=as_of,
     )
 
@@ -81,6 +89,7 @@ def test_training_rows_are_point_in_time_correct(store_settings):
             "event_timestamp": pd.to_datetime(["2024-01-02", "2024-01-08"], utc=True),
         }
     )
+    entity_df["request_ts"] = [pd.Timestamp(t).timestamp() for t in entity_df["event_timestamp"]]
     service = store.get_feature_service(SERVICE)
     before = store.get_historical_features(entity_df=entity_df, features=service).to_df()
 
@@ -97,6 +106,10 @@ def test_training_rows_are_point_in_time_correct(store_settings):
     assert before["demo_request_7d"].tolist() == [0.0, 1.0]
     assert before["page_view_7d"].tolist() == [1.0, 1.0]
     assert before["source_channel"].tolist() == ["website", "website"]
+    # stage and on-demand recency as of each snapshot: SQL from 2024-01-04
+    assert before["lifecycle_stage"].tolist() == ["lead", "SQL"]
+    assert before["days_in_stage"].tolist() == pytest.approx([1.0, 4.0])
+    assert before["days_since_last_activity"].tolist() == pytest.approx([14 / 24, 4 + 14 / 24])
 
 
 def test_online_store_serves_each_leads_current_state(store_settings):
@@ -108,12 +121,17 @@ def test_online_store_serves_each_leads_current_state(store_settings):
 
     # when
     materialize_features(store, end=tables.as_of + timedelta(seconds=1))
+    later = datetime(2024, 1, 12, tzinfo=UTC).timestamp()  # two days after the build
     online = store.get_online_features(
         features=store.get_feature_service(SERVICE),
-        entity_rows=[{"lead_id": 1}, {"lead_id": 2}, {"lead_id": 99}],
+        entity_rows=[{"lead_id": i, "request_ts": later} for i in (1, 2, 99)],
     ).to_dict()
 
     # then: lead 1 has two demo requests in the 7 days before 2024-01-10; lead 99 is unknown
     assert online["demo_request_7d"] == [2.0, 0.0, None]
     assert online["source_channel"] == ["website", "bought_list", None]
-    assert online["days_since_last_activity"][0] == pytest.approx(15 / 24)
+    # recency and decay are measured at request time, not at build time
+    assert online["days_since_last_activity"][0] == pytest.approx(2 + 15 / 24)
+    engagement_at_build = online["engagement_at_as_of"][0]
+    assert online["engagement_score"][0] == pytest.approx(engagement_at_build * 2 ** (-2 / 14))
+    assert online["lifecycle_stage"] == ["SQL", "lead", None]

@@ -40,7 +40,7 @@ def scorer():
         specs=SPECS,
         params=PARAMS,
         bands={"hot_min": 0.4, "warm_min": 0.15},
-        feature_service="lead_scoring_v1",
+        feature_service="lead_scoring_v2",
         seed=0,
     )
 
