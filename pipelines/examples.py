@@ -27,7 +27,7 @@ def current_features(settings: Settings) -> pd.DataFrame:
         latest = rows.sort_values("event_timestamp").drop_duplicates("lead_id", keep="last")
         frame = frame.merge(latest, on="lead_id", how="inner", suffixes=("", "_dup"))
         frame = frame.drop(columns=[c for c in frame.columns if c.endswith("_dup")])
-    inputs = frame.astype(object).where(frame.notna(), None).to_dict("list")
+    inputs = frame.to_dict("list")  # NaN marks a missing value, as None does online
     inputs["request_ts"] = list(epoch_seconds(frame["event_timestamp"]))
     derived = lead_recency.feature_transformation.udf(inputs)
     return frame.drop(columns="event_timestamp").assign(**derived)
