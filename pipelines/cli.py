@@ -186,6 +186,45 @@ def ingest(
     typer.echo(report.summary())
 
 
+@features_app.command("list")
+def features_list(
+    view: Annotated[
+        str | None, typer.Option(help="Only this view, e.g. lead_behaviour or lead_recency.")
+    ] = None,
+    model_only: Annotated[
+        bool, typer.Option("--model-only", help="Hide internal columns of on-demand inputs.")
+    ] = False,
+) -> None:
+    """List every feature: its view, kind, description and the label used in score reasons.
+
+    Examples:
+
+        leadscore features list
+
+        leadscore features list --view lead_recency
+    """
+    from rich.table import Table
+
+    from leadscore.feature_catalog import ALL_FEATURES
+
+    specs = [
+        f
+        for f in ALL_FEATURES
+        if (view is None or f.view == view) and not (model_only and f.kind == "internal")
+    ]
+    if not specs:
+        views = sorted({f.view for f in ALL_FEATURES})
+        raise _fail(f"no feature in view {view!r}; views: {', '.join(views)}")
+    table = Table("feature", "view", "kind", "description", "reason label")
+    table.columns[0].no_wrap = True
+    for f in specs:
+        table.add_row(f.name, f.view, f.kind, f.description, f.label)
+    out = Console()
+    out.width = max(out.width, 140)  # a readable table even when piped
+    out.print(table)
+    console.print(f"{len(specs)} features")
+
+
 @features_app.command("build")
 def features_build(
     as_of: Annotated[
