@@ -248,7 +248,7 @@ _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 def epoch_seconds(values: object) -> np.ndarray:
     """UTC timestamps as float seconds since the epoch (NaN where missing)."""
-    seconds: np.ndarray = (to_utc_us(values) - _EPOCH).dt.total_seconds().to_numpy(
-        dtype=np.float64, na_value=np.nan
+    seconds: np.ndarray = (
+        (to_utc_us(values) - _EPOCH).dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
     )
     return seconds

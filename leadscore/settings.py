@@ -157,6 +157,17 @@ class TrainingSettings(BaseModel):
     seed: int = Field(default=7, description="Training random seed.")
 
 
+class EventsSettings(BaseModel):
+    """Live behaviour events."""
+
+    log_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the live event log; default: "
+        "sqlite:///<root>/data/live/events.db (PostgreSQL: postgresql+psycopg://...).",
+    )
+    max_per_request: int = Field(default=500, gt=0, description="Events per POST /v1/events.")
+
+
 class ServingSettings(BaseModel):
     """The FastAPI scoring service."""
 
@@ -183,6 +194,7 @@ class Settings(BaseSettings):
     bands: BandSettings = BandSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
+    events: EventsSettings = EventsSettings()
 
     @property
     def tracking_uri(self) -> str:
@@ -190,6 +202,13 @@ class Settings(BaseSettings):
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
         return f"sqlite:///{self.paths.resolve(Path('mlflow/mlflow.db'))}"
+
+    @property
+    def event_log_url(self) -> str:
+        """Where live events are logged (SQLite under ``data/live`` unless configured)."""
+        if self.events.log_url:
+            return self.events.log_url
+        return f"sqlite:///{self.paths.resolve(Path('data/live/events.db'))}"
 
     @property
     def artifact_dir(self) -> Path:

@@ -231,7 +231,9 @@ def features_build(
         datetime | None, typer.Option(help="The present (default: latest timestamp in data).")
     ] = None,
 ) -> None:
-    """Compute the profile and behaviour feature tables from the warehouse.
+    """Compute the profile, behaviour and lifecycle feature tables from the warehouse and
+    the live event log. Run it (then `features materialize`) daily so that window counts of
+    idle leads move on; recency and decay are computed at request time anyway.
 
     Examples:
 
@@ -244,10 +246,13 @@ def features_build(
 
 
 def _build_tables(settings: Settings, as_of: datetime | None) -> FeatureTables:
+    from leadscore.event_log import EventLog, all_events
     from pipelines.feature_store import build_feature_tables
     from pipelines.ingest import load_table
 
     tables = {name: load_table(settings.paths.warehouse, name) for name in TABLE_NAMES}
+    # Live events received by the API since the last ingest count too.
+    tables["events"] = all_events(warehouse=tables["events"], log=EventLog(settings.event_log_url))
     if tables["leads"].empty:
         raise _fail("the warehouse has no leads: run `leadscore ingest` first")
     return _run(

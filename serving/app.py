@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from leadscore.settings import Settings, get_settings
-from serving.errors import LeadscoreError
+from serving.errors import InvalidInputError, LeadscoreError
 from serving.routes import router
 from serving.service import ScoringService, load_service
 
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.service = None
         app.state.load_error = None
+        app.state.settings = cfg
         try:
             app.state.service = loader(cfg)
         except (LookupError, OSError, ValueError, TypeError) as e:
@@ -53,8 +54,11 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
 
     @app.exception_handler(LeadscoreError)
     async def domain_error(request: Request, exc: LeadscoreError) -> JSONResponse:
+        detail: object = exc.message
+        if isinstance(exc, InvalidInputError):
+            detail = [{"field": f, "problem": p} for f, p in exc.problems.items()]
         return JSONResponse(
-            status_code=exc.status_code, content={"error": exc.code, "detail": exc.message}
+            status_code=exc.status_code, content={"error": exc.code, "detail": detail}
         )
 
     @app.exception_handler(RequestValidationError)

@@ -19,6 +19,17 @@ class LeadNotFoundError(LeadscoreError):
     code = "lead_not_found"
 
 
+class InvalidInputError(LeadscoreError):
+    """Well-formed input that breaks a rule; ``problems`` maps each field to what is wrong."""
+
+    status_code = 422
+    code = "invalid_request"
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{field}: {problem}" for field, problem in problems.items()))
+        self.problems = problems
+
+
 class NotReadyError(LeadscoreError):
     status_code = 503
     code = "not_ready"

@@ -9,13 +9,15 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from serving.errors import NotReadyError
 from serving.schemas import (
     ErrorResponse,
+    EventsRequest,
+    EventsResponse,
     HealthResponse,
     ReadyResponse,
     ReasonOut,
     ScoreRequest,
     ScoreResponse,
 )
-from serving.service import ScoringService
+from serving.service import ScoreResult, ScoringService
 
 router = APIRouter()
 
@@ -54,18 +56,7 @@ def ready(request: Request, response: Response) -> ReadyResponse:
     )
 
 
-@router.post(
-    "/v1/score",
-    tags=["scoring"],
-    responses={
-        404: {"model": ErrorResponse, "description": "Unknown lead"},
-        422: {"model": ErrorResponse, "description": "Malformed body"},
-        503: {"model": ErrorResponse, "description": "No model loaded"},
-    },
-)
-def score(body: ScoreRequest, service: ServiceDep) -> ScoreResponse:
-    """Score one lead from its online features: probability, band and reasons."""
-    result = service.score(body.lead_id)
+def _score_response(result: ScoreResult) -> ScoreResponse:
     return ScoreResponse(
         lead_id=result.lead_id,
         probability=result.probability,
@@ -77,4 +68,43 @@ def score(body: ScoreRequest, service: ServiceDep) -> ScoreResponse:
         model_name=result.model_name,
         model_version=result.model_version,
         scored_at=result.scored_at,
+    )
+
+
+@router.post(
+    "/v1/score",
+    tags=["scoring"],
+    responses={
+        404: {"model": ErrorResponse, "description": "Unknown lead"},
+        422: {"model": ErrorResponse, "description": "Malformed body"},
+        503: {"model": ErrorResponse, "description": "No model loaded"},
+    },
+)
+def score(body: ScoreRequest, service: ServiceDep) -> ScoreResponse:
+    """Score one lead from its online features: probability, band and reasons."""
+    return _score_response(service.score(body.lead_id))
+
+
+@router.post(
+    "/v1/events",
+    tags=["events"],
+    responses={
+        422: {"model": ErrorResponse, "description": "Malformed or invalid event"},
+        503: {"model": ErrorResponse, "description": "No model loaded"},
+    },
+)
+def post_events(body: EventsRequest, request: Request, service: ServiceDep) -> EventsResponse:
+    """Record behaviour events (idempotent by event_id) and answer with fresh scores.
+
+    The leads' behaviour features are recomputed and pushed to the online store before the
+    answer, so the returned scores (and every later one) already reflect the events.
+    """
+    events = [e.model_dump() for e in body.events]
+    fresh, results = service.record_events(
+        events, max_events=request.app.state.settings.events.max_per_request
+    )
+    return EventsResponse(
+        accepted=len(fresh),
+        duplicates=len(events) - len(fresh),
+        scores=[_score_response(r) for r in results],
     )

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
+from leadscore.contracts import EVENTS, to_utc_us
+from leadscore.event_log import EventLog
+from leadscore.live import LiveFeatures
 from leadscore.scorer import LeadScorer, Reason
 from leadscore.settings import Settings
 from leadscore.tracking import connect_tracking
-from serving.errors import LeadNotFoundError
+from serving.errors import InvalidInputError, LeadNotFoundError, NotReadyError
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -23,6 +28,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FeatureLookup = Callable[[int], Mapping[str, Any] | None]
+# Clocks of the CRM and of this service may disagree a little.
+_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class ScoringService:
         model_name: Registered model name.
         model_version: Registered model version.
         top_reasons: Number of reasons per score.
+        live: Refreshes online features when events arrive (None: scoring only).
     """
 
     def __init__(
@@ -79,12 +87,57 @@ class ScoringService:
         model_name: str,
         model_version: str,
         top_reasons: int,
+        live: LiveFeatures | None = None,
     ) -> None:
+        self.live = live
         self.scorer = scorer
         self.lookup = lookup
         self.model_name = model_name
         self.model_version = model_version
         self.top_reasons = top_reasons
+
+    def record_events(
+        self, events: Sequence[Mapping[str, Any]], *, max_events: int
+    ) -> tuple[list[str], list[ScoreResult]]:
+        """Store live events, refresh their leads' features online and rescore them.
+
+        Nothing is stored unless every event is valid: known lead, not in the future.
+
+        Returns:
+            The ids of the events that were new, and the fresh score of every lead.
+
+        Raises:
+            InvalidInputError: An event breaks a rule (the field and the problem are named).
+            NotReadyError: The service was started without a live path.
+        """
+        if self.live is None:
+            raise NotReadyError("live events are not enabled on this service")
+        if len(events) > max_events:
+            raise InvalidInputError(
+                {"events": f"{len(events)} events in one request; at most {max_events}"}
+            )
+        now = datetime.now(UTC)
+        problems: dict[str, str] = {}
+        known: dict[int, bool] = {}
+        for i, event in enumerate(events):
+            lead_id = int(event["lead_id"])
+            if lead_id not in known:
+                known[lead_id] = self.lookup(lead_id) is not None
+            if not known[lead_id]:
+                problems[f"events.{i}.lead_id"] = f"lead {lead_id} is unknown"
+            if event["occurred_at"] > now + _CLOCK_SKEW:
+                problems[f"events.{i}.occurred_at"] = (
+                    f"{event['occurred_at'].isoformat()} is in the future"
+                )
+        if problems:
+            raise InvalidInputError(problems)
+        frame = pd.DataFrame(list(events), columns=list(EVENTS.column_names))
+        frame["occurred_at"] = to_utc_us(frame["occurred_at"]).array
+        fresh = self.live.record(frame, now=now)
+        scores = [
+            self.score(lead_id) for lead_id in dict.fromkeys(int(e["lead_id"]) for e in events)
+        ]
+        return fresh, scores
 
     def score(self, lead_id: int) -> ScoreResult:
         """Score one lead from its online features.
@@ -136,10 +189,17 @@ def load_service(settings: Settings) -> ScoringService:
         raise TypeError(f"models:/{name}@{alias} is not a LeadScorer: {type(scorer).__name__}")
     store = open_store(settings)
     logger.info("serving %s version %s (%s)", name, version.version, scorer.feature_service)
+    live = LiveFeatures(
+        store=store,
+        log=EventLog(settings.event_log_url),
+        warehouse_events=settings.paths.warehouse / "events.parquet",
+        half_life_days=settings.feast.half_life_days,
+    )
     return ScoringService(
         scorer=scorer,
         lookup=OnlineFeatures(store, scorer.feature_service),
         model_name=name,
         model_version=str(version.version),
         top_reasons=settings.serving.top_reasons,
+        live=live,
     )
