@@ -11,8 +11,13 @@ if TYPE_CHECKING:
     from feast.repo_config import RepoConfig
 
 
-def store_config(settings: Settings) -> RepoConfig:
-    """The Feast configuration rendered from the settings."""
+def store_config(settings: Settings, *, registry_ttl_seconds: int = 600) -> RepoConfig:
+    """The Feast configuration rendered from the settings.
+
+    Args:
+        settings: Paths and backends.
+        registry_ttl_seconds: How long the registry is cached; 0 loads it once.
+    """
     from feast.repo_config import RepoConfig
 
     repo_dir = settings.paths.feature_repo
@@ -27,7 +32,13 @@ def store_config(settings: Settings) -> RepoConfig:
     return RepoConfig(
         project=settings.feast.project,
         provider="local",
-        registry=str(repo_dir / settings.feast.registry_path),
+        registry={
+            "path": str(repo_dir / settings.feast.registry_path),
+            "cache_ttl_seconds": registry_ttl_seconds,
+            # Materializing marks views MATERIALIZING; without this, servers refuse to read
+            # them (last-materialized values are what a score should use meanwhile).
+            "serve_features_while_materializing": True,
+        },
         online_store=online,
         offline_store={"type": settings.feast.offline_store},
         entity_key_serialization_version=3,
@@ -35,9 +46,17 @@ def store_config(settings: Settings) -> RepoConfig:
     )
 
 
-def open_store(settings: Settings) -> FeatureStore:
-    """Open the feature store configured by the settings."""
+def open_store(settings: Settings, *, serving: bool = False) -> FeatureStore:
+    """Open the feature store configured by the settings.
+
+    Args:
+        settings: Paths and backends.
+        serving: Load the registry once and keep it. A job that materializes rewrites the
+            registry file in place; a server that re-read it meanwhile could see it half
+            written. The definitions a model version needs do not change under it.
+    """
     from feast import FeatureStore
 
     settings.paths.feature_repo.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(config=store_config(settings))
+    ttl = 0 if serving else 600
+    return FeatureStore(config=store_config(settings, registry_ttl_seconds=ttl))

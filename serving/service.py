@@ -187,7 +187,7 @@ def load_service(settings: Settings) -> ScoringService:
     scorer = model.unwrap_python_model()
     if not isinstance(scorer, LeadScorer):
         raise TypeError(f"models:/{name}@{alias} is not a LeadScorer: {type(scorer).__name__}")
-    store = open_store(settings)
+    store = open_store(settings, serving=True)
     logger.info("serving %s version %s (%s)", name, version.version, scorer.feature_service)
     live = LiveFeatures(
         store=store,

@@ -96,3 +96,38 @@ def test_not_ready_without_a_model(make_settings, tmp_path):
     assert "leadscore train" in ready.json()["detail"]
     assert score.status_code == 503
     assert score.json()["error"] == "not_ready"
+
+
+def test_scores_keep_flowing_while_the_online_store_is_rematerialized(client, stack):
+    # given: a full re-materialization of the online store running in the background
+    import threading
+    from datetime import UTC, datetime
+
+    from leadscore.store import open_store
+
+    store = open_store(stack.settings)
+    done = threading.Event()
+
+    def rematerialize() -> None:
+        try:
+            # One view keeps the test short; it is marked MATERIALIZING all the same.
+            store.materialize(
+                start_date=datetime(2000, 1, 1, tzinfo=UTC),
+                end_date=datetime.now(UTC),
+                feature_views=["lead_profile"],
+            )
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=rematerialize)
+    leads = [int(i) for i in stack.demo.truth["lead_id"].iloc[100:140]]
+    statuses = []
+    # when: the API keeps scoring meanwhile
+    worker.start()
+    while not done.is_set():
+        for lead_id in leads:
+            statuses.append(client.post("/v1/score", json={"lead_id": lead_id}).status_code)
+    worker.join()
+    # then
+    assert len(statuses) >= len(leads)
+    assert set(statuses) == {200}
