@@ -93,9 +93,10 @@ def lead_history(*, warehouse_events: Path, log: EventLog, lead_ids: list[int]) 
     """Every known event of the given leads: the validated table plus the live log."""
     parts = [log.read(lead_ids)]
     if warehouse_events.exists():
+        present = set(pq.read_schema(warehouse_events).names)
         stored = pq.read_table(
             warehouse_events,
-            columns=EVENTS.column_names,
+            columns=[c for c in EVENTS.column_names if c in present],
             filters=[("lead_id", "in", [int(i) for i in lead_ids])],
         ).to_pandas()
         parts.insert(0, stored)

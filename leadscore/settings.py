@@ -80,11 +80,31 @@ class FeastSettings(BaseModel):
     online_store: Literal["sqlite", "redis"] = Field(
         default="sqlite", description="Online store backend."
     )
-    offline_store: Literal["file", "duckdb"] = Field(
-        default="duckdb", description="Offline store engine over the Parquet feature tables."
+    offline_store: Literal["file", "duckdb", "postgres"] = Field(
+        default="duckdb",
+        description="Offline store: DuckDB or Dask over the Parquet feature tables, or "
+        "PostgreSQL (tables published by `features build`).",
     )
     redis_connection_string: str = Field(
         default="127.0.0.1:6379", description="Redis online store (when online_store=redis)."
+    )
+    postgres_host: str = Field(default="127.0.0.1", description="PostgreSQL offline store host.")
+    postgres_port: int = Field(default=5432, gt=0, lt=65536, description="PostgreSQL port.")
+    postgres_database: str = Field(
+        default="test", description="Database of the published feature tables."
+    )
+    postgres_user: str = Field(
+        default="postgres", description="Role that publishes and reads the feature tables."
+    )
+    postgres_password: str = Field(
+        default="", description="Its password (empty: trust/peer authentication)."
+    )
+    postgres_schema: str = Field(
+        default="leadscore",
+        description="Schema of the feature tables (one per Parquet file, named after it).",
+    )
+    postgres_sslmode: str = Field(
+        default="prefer", description="libpq sslmode (Feast's own default, require, needs TLS)."
     )
     sqlite_path: Path = Field(
         default=Path("online_store.db"), description="Relative to the feature repo dir."

@@ -29,6 +29,14 @@ def store_config(settings: Settings, *, registry_ttl_seconds: int = 600) -> Repo
         }
     else:
         online = {"type": "sqlite", "path": str(repo_dir / settings.feast.sqlite_path)}
+    offline: dict[str, Any] = {"type": settings.feast.offline_store}
+    extra: dict[str, Any] = {}
+    if settings.feast.offline_store == "postgres":
+        from leadscore.offline_postgres import postgres_offline_config_from_settings
+
+        offline = postgres_offline_config_from_settings(settings.feast)
+        # Feast pulls every row of the table to materialize unless told to take the newest.
+        extra["materialization"] = {"pull_latest_features": True}
     return RepoConfig(
         project=settings.feast.project,
         provider="local",
@@ -40,9 +48,10 @@ def store_config(settings: Settings, *, registry_ttl_seconds: int = 600) -> Repo
             "serve_features_while_materializing": True,
         },
         online_store=online,
-        offline_store={"type": settings.feast.offline_store},
+        offline_store=offline,
         entity_key_serialization_version=3,
         repo_path=repo_dir,
+        **extra,
     )
 
 

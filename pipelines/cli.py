@@ -247,7 +247,7 @@ def features_build(
 
 def _build_tables(settings: Settings, as_of: datetime | None) -> FeatureTables:
     from leadscore.event_log import EventLog, all_events
-    from pipelines.feature_store import build_feature_tables
+    from pipelines.feature_store import build_feature_tables, publish_offline_tables
     from pipelines.ingest import load_table
 
     tables = {name: load_table(settings.paths.warehouse, name) for name in TABLE_NAMES}
@@ -255,7 +255,7 @@ def _build_tables(settings: Settings, as_of: datetime | None) -> FeatureTables:
     tables["events"] = all_events(warehouse=tables["events"], log=EventLog(settings.event_log_url))
     if tables["leads"].empty:
         raise _fail("the warehouse has no leads: run `leadscore ingest` first")
-    return _run(
+    result = _run(
         "building feature tables",
         lambda: build_feature_tables(
             tables=tables,
@@ -266,6 +266,8 @@ def _build_tables(settings: Settings, as_of: datetime | None) -> FeatureTables:
             as_of=as_of,
         ),
     )
+    _run("publishing feature tables", lambda: publish_offline_tables(settings, result))
+    return result
 
 
 @features_app.command("apply")

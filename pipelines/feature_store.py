@@ -11,13 +11,14 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from leadscore.behaviour import compute_behaviour_features
 from leadscore.lifecycle import compute_lifecycle_features
 from leadscore.profile import compute_profile_features
+from leadscore.settings import Settings
 from leadscore.snapshots import snapshot_times
 from leadscore.store import open_store, store_config
 
@@ -126,6 +127,16 @@ def build_feature_tables(
     )
 
 
+def publish_offline_tables(settings: Settings, tables: FeatureTables) -> None:
+    """Publish the feature tables to PostgreSQL when it is the offline store (else nothing)."""
+    if settings.feast.offline_store != "postgres":
+        return
+    from leadscore.offline_postgres import publish_feature_tables_from_settings
+
+    paths = (tables.profile_path, tables.behaviour_path, tables.lifecycle_path)
+    publish_feature_tables_from_settings(settings.feast, {p.stem: p for p in paths})
+
+
 def _write_atomic(frame: pd.DataFrame, path: Path) -> Path:
     tmp = path.with_suffix(".tmp.parquet")
     frame.to_parquet(tmp, index=False)
@@ -145,12 +156,19 @@ def apply_definitions(store: FeatureStore) -> list[str]:
 
     assert store.config.repo_path is not None
     repo_dir = Path(store.config.repo_path)
-    # Feast's DuckDB offline store reads FileSource paths as given (relative to the working
-    # directory), so the sources are pointed at the runtime repo before they are registered.
-    for source in OBJECTS:
-        if isinstance(source, FileSource):
-            source.file_options.uri = str(repo_dir / Path(source.file_options.uri).name)
-    objects = list(OBJECTS)
+    objects: list[Any]
+    if store.config.offline_store.type == "postgres":
+        from leadscore.offline_postgres import rebind_sources_to_postgres
+
+        # The same definitions over the published tables (copies: OBJECTS stay FileSources).
+        objects = rebind_sources_to_postgres(OBJECTS, schema=store.config.offline_store.db_schema)
+    else:
+        # Feast's DuckDB offline store reads FileSource paths as given (relative to the
+        # working directory), so they are pointed at the runtime repo before registration.
+        for source in OBJECTS:
+            if isinstance(source, FileSource):
+                source.file_options.uri = str(repo_dir / Path(source.file_options.uri).name)
+        objects = list(OBJECTS)
     store.apply(objects)
     store.config.write_to_path(repo_dir)
     return [o.name for o in objects]
