@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from leadscore.settings import DemoSettings, PathsSettings, Settings, TrainingSettings
+from leadscore.settings import (
+    DemoSettings,
+    FeastSettings,
+    PathsSettings,
+    Settings,
+    TrainingSettings,
+)
 from pipelines.demo_data import DemoData, generate_demo_data, write_demo_data
 from pipelines.feature_store import (
     FeatureTables,
@@ -14,6 +20,7 @@ from pipelines.feature_store import (
     build_feature_tables,
     materialize_features,
     open_store,
+    publish_offline_tables,
 )
 from pipelines.ingest import IngestReport, ingest_tables, load_table
 from pipelines.train_flow import TrainingResult, run_training
@@ -30,11 +37,18 @@ class Stack:
     training: TrainingResult
 
 
-def build_stack(root: Path, *, n_leads: int = 8000, bad_row_share: float = 0.01) -> Stack:
+def build_stack(
+    root: Path,
+    *,
+    n_leads: int = 8000,
+    bad_row_share: float = 0.01,
+    feast: FeastSettings | None = None,
+) -> Stack:
     settings = Settings(
         paths=PathsSettings(root=root),
         demo=DemoSettings(n_leads=n_leads, end_date=END_DATE),
         training=TrainingSettings(n_estimators=200),
+        feast=feast or FeastSettings(),
     )
     demo = generate_demo_data(
         n_leads=n_leads, seed=11, end_date=END_DATE, bad_row_share=bad_row_share
@@ -56,6 +70,7 @@ def build_stack(root: Path, *, n_leads: int = 8000, bad_row_share: float = 0.01)
         half_life_days=settings.feast.half_life_days,
         horizon_days=settings.training.horizon_days,
     )
+    publish_offline_tables(settings, tables)
     store = open_store(settings)
     apply_definitions(store)
     materialize_features(store, end=tables.as_of + timedelta(seconds=1))
