@@ -17,6 +17,7 @@ from leadscore.settings import get_settings
 from leadscore.store import open_store
 from pipelines.feature_store import data_as_of
 from pipelines.ingest import load_table
+from pipelines.train_flow import model_params
 from training.dataset import fetch_training_features, label_snapshots, split_by_time
 from training.evaluate import evaluate_probabilities
 from training.model import fit_scorer
@@ -55,13 +56,7 @@ def main() -> None:
     train, calibration, test = split_by_time(
         frame, calibration_share=cfg.calibration_share, test_share=cfg.test_share
     )
-    params = {
-        "n_estimators": cfg.n_estimators,
-        "num_leaves": cfg.num_leaves,
-        "learning_rate": cfg.learning_rate,
-        "min_child_samples": cfg.min_child_samples,
-        "lambda_l2": cfg.lambda_l2,
-    }
+    params = model_params(cfg)
     results = {}
     for name, specs in (("foundation", FOUNDATION), ("current", list(MODEL_FEATURES))):
         scorer = fit_scorer(

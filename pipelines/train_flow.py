@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from leadscore.feature_catalog import MODEL_FEATURES
-from leadscore.settings import Settings
+from leadscore.settings import Settings, TrainingSettings
 from pipelines.feature_store import data_as_of, open_store
 from pipelines.ingest import load_table
 from training.dataset import LabelReport, fetch_training_features, label_snapshots, split_by_time
@@ -28,6 +28,17 @@ class TrainingResult:
     n_train: int
     n_calibration: int
     n_test: int
+
+
+def model_params(cfg: TrainingSettings) -> dict[str, float | int]:
+    """The LightGBM parameters the settings choose."""
+    return {
+        "n_estimators": cfg.n_estimators,
+        "num_leaves": cfg.num_leaves,
+        "learning_rate": cfg.learning_rate,
+        "min_child_samples": cfg.min_child_samples,
+        "lambda_l2": cfg.lambda_l2,
+    }
 
 
 def run_training(settings: Settings, *, as_of: datetime | None = None) -> TrainingResult:
@@ -61,13 +72,7 @@ def run_training(settings: Settings, *, as_of: datetime | None = None) -> Traini
     train, calibration, test = split_by_time(
         frame, calibration_share=cfg.calibration_share, test_share=cfg.test_share
     )
-    params = {
-        "n_estimators": cfg.n_estimators,
-        "num_leaves": cfg.num_leaves,
-        "learning_rate": cfg.learning_rate,
-        "min_child_samples": cfg.min_child_samples,
-        "lambda_l2": cfg.lambda_l2,
-    }
+    params = model_params(cfg)
     bands = {"hot_min": settings.bands.hot_min, "warm_min": settings.bands.warm_min}
     scorer = fit_scorer(
         train=train,

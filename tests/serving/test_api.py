@@ -11,12 +11,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def client(stack):
-    with TestClient(create_app(stack.settings)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def known_lead(stack) -> int:
     return int(stack.demo.truth["lead_id"].iloc[0])
 

@@ -5,20 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 
 from leadscore.event_log import EventLog, all_events
 from pipelines.examples import current_features, load_champion
 from pipelines.ingest import load_table
-from serving.app import create_app
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def client(stack):
-    with TestClient(create_app(stack.settings)) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
