@@ -266,7 +266,8 @@ def _build_tables(settings: Settings, as_of: datetime | None) -> FeatureTables:
             as_of=as_of,
         ),
     )
-    _run("publishing feature tables", lambda: publish_offline_tables(settings, result))
+    if settings.feast.offline_store == "postgres":
+        _run("publishing feature tables", lambda: publish_offline_tables(settings, result))
     return result
 
 
