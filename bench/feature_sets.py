@@ -14,11 +14,8 @@ import json
 from leadscore.contracts import EVENT_TYPES
 from leadscore.feature_catalog import FEATURES_BY_NAME, MODEL_FEATURES, PROFILE_FEATURES
 from leadscore.settings import get_settings
-from leadscore.store import open_store
-from pipelines.feature_store import data_as_of
-from pipelines.ingest import load_table
-from pipelines.train_flow import model_params
-from training.dataset import fetch_training_features, label_snapshots, split_by_time
+from pipelines.train_flow import build_training_frame, model_params
+from training.dataset import split_by_time
 from training.evaluate import evaluate_probabilities
 from training.model import fit_scorer
 
@@ -36,23 +33,7 @@ FOUNDATION = [
 def main() -> None:
     settings = get_settings()
     cfg = settings.training
-    tables = {
-        n: load_table(settings.paths.warehouse, n)
-        for n in ("leads", "events", "stage_changes", "outcomes")
-    }
-    examples, _ = label_snapshots(
-        leads=tables["leads"],
-        stage_changes=tables["stage_changes"],
-        outcomes=tables["outcomes"],
-        snapshot_days=cfg.snapshot_days,
-        horizon_days=cfg.horizon_days,
-        as_of=data_as_of(tables),
-    )
-    frame = fetch_training_features(
-        store=open_store(settings),
-        examples=examples,
-        feature_service=settings.feast.feature_service,
-    )
+    frame, _, _ = build_training_frame(settings)
     train, calibration, test = split_by_time(
         frame, calibration_share=cfg.calibration_share, test_share=cfg.test_share
     )

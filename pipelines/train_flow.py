@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+import pandas as pd
+
 from leadscore.feature_catalog import MODEL_FEATURES
 from leadscore.settings import Settings, TrainingSettings
 from pipelines.feature_store import data_as_of, open_store
@@ -41,15 +43,13 @@ def model_params(cfg: TrainingSettings) -> dict[str, float | int]:
     }
 
 
-def run_training(settings: Settings, *, as_of: datetime | None = None) -> TrainingResult:
-    """Label snapshots, join features point in time, fit, calibrate, evaluate and register.
-
-    Args:
-        settings: Paths, stores, training parameters, band thresholds, MLflow names.
-        as_of: The data's present; default: the latest timestamp in the warehouse.
+def build_training_frame(
+    settings: Settings, *, as_of: datetime | None = None
+) -> tuple[pd.DataFrame, LabelReport, datetime]:
+    """Labelled snapshots joined point in time with their features.
 
     Returns:
-        Label counts, test metrics and the registered model version.
+        The examples with their features, the label counts and the data's present.
     """
     warehouse = settings.paths.warehouse
     tables = {name: load_table(warehouse, name) for name in ("leads", "stage_changes", "outcomes")}
@@ -65,10 +65,26 @@ def run_training(settings: Settings, *, as_of: datetime | None = None) -> Traini
         as_of=moment,
     )
     logger.info("labels: %s", label_report)
-    store = open_store(settings)
     frame = fetch_training_features(
-        store=store, examples=examples, feature_service=settings.feast.feature_service
+        store=open_store(settings),
+        examples=examples,
+        feature_service=settings.feast.feature_service,
     )
+    return frame, label_report, moment
+
+
+def run_training(settings: Settings, *, as_of: datetime | None = None) -> TrainingResult:
+    """Label snapshots, join features point in time, fit, calibrate, evaluate and register.
+
+    Args:
+        settings: Paths, stores, training parameters, band thresholds, MLflow names.
+        as_of: The data's present; default: the latest timestamp in the warehouse.
+
+    Returns:
+        Label counts, test metrics and the registered model version.
+    """
+    cfg = settings.training
+    frame, label_report, moment = build_training_frame(settings, as_of=as_of)
     train, calibration, test = split_by_time(
         frame, calibration_share=cfg.calibration_share, test_share=cfg.test_share
     )
