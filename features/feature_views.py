@@ -1,6 +1,7 @@
 """Feast feature views; field names and descriptions come from the feature catalog."""
 
 from datetime import timedelta
+from typing import Any
 
 from feast import FeatureView, Field
 from feast.types import Float64, String
@@ -26,32 +27,34 @@ def _fields(specs: tuple[FeatureSpec, ...]) -> list[Field]:
     ]
 
 
-lead_profile = FeatureView(
-    name="lead_profile",
-    entities=[lead],
-    ttl=timedelta(0),
-    schema=_fields(PROFILE_FEATURES),
-    source=lead_profile_source,
-    online=True,
-    description="Who the lead is: firmographics, role, BANT answers, e-mail domain type.",
-)
+def _view(name: str, specs: tuple[FeatureSpec, ...], source: Any, description: str) -> FeatureView:
+    # ttl 0: rows never expire; each row already says when it was computed.
+    return FeatureView(
+        name=name,
+        entities=[lead],
+        ttl=timedelta(0),
+        schema=_fields(specs),
+        source=source,
+        online=True,
+        description=description,
+    )
 
-lead_behaviour = FeatureView(
-    name="lead_behaviour",
-    entities=[lead],
-    ttl=timedelta(0),
-    schema=_fields(BEHAVIOUR_FEATURES),
-    source=lead_behaviour_push,
-    online=True,
-    description="What the lead did: windowed event counts, intent, momentum, engagement.",
-)
 
-lead_lifecycle = FeatureView(
-    name="lead_lifecycle",
-    entities=[lead],
-    ttl=timedelta(0),
-    schema=_fields(LIFECYCLE_FEATURES),
-    source=lead_lifecycle_source,
-    online=True,
-    description="Where the lead stands: lifecycle stage and its channel's track record.",
+lead_profile = _view(
+    "lead_profile",
+    PROFILE_FEATURES,
+    lead_profile_source,
+    "Who the lead is: firmographics, role, BANT answers, e-mail domain type.",
+)
+lead_behaviour = _view(
+    "lead_behaviour",
+    BEHAVIOUR_FEATURES,
+    lead_behaviour_push,
+    "What the lead did: windowed event counts, intent, momentum, engagement.",
+)
+lead_lifecycle = _view(
+    "lead_lifecycle",
+    LIFECYCLE_FEATURES,
+    lead_lifecycle_source,
+    "Where the lead stands: lifecycle stage and its channel's track record.",
 )

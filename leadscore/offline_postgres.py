@@ -12,7 +12,7 @@ changes: the backend is chosen by the settings.
   in atomically so that readers see either the old or the new content, never a partial one.
 - :func:`rebind_sources_to_postgres`: copies of the Feast objects with every ``FileSource``
   replaced by a ``PostgreSQLSource`` of the same name.
-- ``*_from_settings``: the same, configured by ``settings.feast`` (:class:`PostgresSettings`).
+- ``*_from_settings``: the same, configured by ``settings.feast``.
 
 ``feast`` is imported inside the functions that need it: it takes seconds to import.
 """
@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +36,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from psycopg import sql
 from sqlalchemy import URL, Connection, Engine, create_engine
+
+from leadscore.settings import FeastSettings
 
 if TYPE_CHECKING:
     import psycopg
@@ -46,7 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PostgresSettings",
     "connection_kwargs_from_settings",
     "postgres_engine",
     "postgres_offline_config",
@@ -111,26 +112,7 @@ def postgres_offline_config(
     }
 
 
-class PostgresSettings(Protocol):
-    """The settings this module reads (``settings.feast`` once it has these fields)."""
-
-    @property
-    def postgres_host(self) -> str: ...
-    @property
-    def postgres_port(self) -> int: ...
-    @property
-    def postgres_database(self) -> str: ...
-    @property
-    def postgres_user(self) -> str: ...
-    @property
-    def postgres_password(self) -> str: ...
-    @property
-    def postgres_schema(self) -> str: ...
-    @property
-    def postgres_sslmode(self) -> str: ...
-
-
-def connection_kwargs_from_settings(feast: PostgresSettings) -> dict[str, Any]:
+def connection_kwargs_from_settings(feast: FeastSettings) -> dict[str, Any]:
     """``host``, ``port``, ``database``, ``user``, ``password`` of the settings."""
     return {
         "host": feast.postgres_host,
@@ -141,7 +123,7 @@ def connection_kwargs_from_settings(feast: PostgresSettings) -> dict[str, Any]:
     }
 
 
-def postgres_offline_config_from_settings(feast: PostgresSettings) -> dict[str, Any]:
+def postgres_offline_config_from_settings(feast: FeastSettings) -> dict[str, Any]:
     """:func:`postgres_offline_config` of the settings (``settings.feast``)."""
     return postgres_offline_config(
         **connection_kwargs_from_settings(feast),
@@ -151,7 +133,7 @@ def postgres_offline_config_from_settings(feast: PostgresSettings) -> dict[str, 
 
 
 def publish_feature_tables_from_settings(
-    feast: PostgresSettings, parquet_paths: Mapping[str, Path]
+    feast: FeastSettings, parquet_paths: Mapping[str, Path]
 ) -> None:
     """:func:`publish_feature_tables` to the database and schema of the settings."""
     engine = postgres_engine(**connection_kwargs_from_settings(feast))

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from leadscore.settings import FeastSettings
+
 POSTGRES_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 REDIS_START = 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
 
@@ -109,6 +111,24 @@ def require_redis(params: RedisParams | None = None) -> RedisParams:
     finally:
         client.close()
     return params
+
+
+def production_feast(
+    postgres: PostgresParams, redis: RedisParams, *, project: str, schema: str
+) -> FeastSettings:
+    """Feast settings of the production column: PostgreSQL offline, Redis online."""
+    return FeastSettings(
+        project=project,
+        online_store="redis",
+        redis_connection_string=redis.connection_string,
+        offline_store="postgres",
+        postgres_host=postgres.host,
+        postgres_port=postgres.port,
+        postgres_database=postgres.database,
+        postgres_user=postgres.user,
+        postgres_password=postgres.password,
+        postgres_schema=schema,
+    )
 
 
 def unique_name(prefix: str) -> str:

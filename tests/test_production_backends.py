@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from leadscore.settings import FeastSettings
 from serving.app import create_app
 from tests.services import (
     delete_redis_project_keys,
     drop_postgres_schema,
+    production_feast,
     require_postgres,
     require_redis,
     unique_name,
@@ -28,18 +28,7 @@ def production_stack(tmp_path_factory):
     postgres = require_postgres()
     redis = require_redis()
     name = unique_name("lsprod")
-    feast = FeastSettings(
-        project=name,
-        online_store="redis",
-        redis_connection_string=redis.connection_string,
-        offline_store="postgres",
-        postgres_host=postgres.host,
-        postgres_port=postgres.port,
-        postgres_database=postgres.database,
-        postgres_user=postgres.user,
-        postgres_password=postgres.password,
-        postgres_schema=name,
-    )
+    feast = production_feast(postgres, redis, project=name, schema=name)
     try:
         yield build_stack(tmp_path_factory.mktemp("prod"), n_leads=4000, feast=feast)
     finally:

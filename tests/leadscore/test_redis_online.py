@@ -32,6 +32,7 @@ from tests.services import (
     feast_definitions,
     postgres_fixture,  # noqa: F401  (fixture)
     postgres_schema_fixture,  # noqa: F401  (fixture)
+    production_feast,
     redis_fixture,  # noqa: F401  (fixture)
     repo_config,
     unique_name,
@@ -43,35 +44,16 @@ pytestmark = pytest.mark.service
 BEHAVIOUR = ["page_view_7d", "demo_request_7d", "demo_request_30d", "days_since_last_activity"]
 
 
-class ProductionFeastSettings(FeastSettings):
-    """``FeastSettings`` with the PostgreSQL fields proposed for it (until they are added)."""
-
-    postgres_host: str = "127.0.0.1"
-    postgres_port: int = 5432
-    postgres_database: str = "test"
-    postgres_user: str = "postgres"
-    postgres_password: str = ""
-    postgres_schema: str = "leadscore"
-    postgres_sslmode: str = "prefer"
-
-
 @pytest.fixture(scope="module")
 def production(
     postgres: PostgresParams,
     postgres_schema: str,
     redis_params: RedisParams,
     tmp_path_factory: pytest.TempPathFactory,
-) -> ProductionFeastSettings:
+) -> FeastSettings:
     """Production settings; the hand-built feature tables published as they say."""
-    feast = ProductionFeastSettings(
-        online_store="redis",
-        redis_connection_string=redis_params.connection_string,
-        postgres_host=postgres.host,
-        postgres_port=postgres.port,
-        postgres_database=postgres.database,
-        postgres_user=postgres.user,
-        postgres_password=postgres.password,
-        postgres_schema=postgres_schema,
+    feast = production_feast(
+        postgres, redis_params, project=unique_name("lstest"), schema=postgres_schema
     )
     paths = write_feature_tables(tmp_path_factory.mktemp("tables"))
     publish_feature_tables_from_settings(feast, paths)
@@ -80,7 +62,7 @@ def production(
 
 @pytest.fixture
 def online_store(
-    production: ProductionFeastSettings, redis_params: RedisParams, tmp_path: Path
+    production: FeastSettings, redis_params: RedisParams, tmp_path: Path
 ) -> Iterator[Any]:
     """A registered store (own project) materialized into Redis up to just after AS_OF."""
     from feast import FeatureStore
