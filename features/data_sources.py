@@ -28,6 +28,13 @@ lead_lifecycle_source = FileSource(
     description="Stage and channel history of each lead at each snapshot moment and now.",
 )
 
+lead_attributes_source = FileSource(
+    name="lead_attributes_source",
+    path="lead_attributes.parquet",
+    timestamp_field="event_timestamp",
+    description="One row per lead: custom attributes of a user's CRM export, stamped at creation.",
+)
+
 lead_behaviour_push = PushSource(
     name="lead_behaviour_push",
     batch_source=lead_behaviour_source,

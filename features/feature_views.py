@@ -6,7 +6,12 @@ from typing import Any
 from feast import FeatureView, Field
 from feast.types import Float64, String
 
-from features.data_sources import lead_behaviour_push, lead_lifecycle_source, lead_profile_source
+from features.data_sources import (
+    lead_attributes_source,
+    lead_behaviour_push,
+    lead_lifecycle_source,
+    lead_profile_source,
+)
 from features.entities import lead
 from leadscore.feature_catalog import (
     BEHAVIOUR_FEATURES,
@@ -58,3 +63,13 @@ lead_lifecycle = _view(
     lead_lifecycle_source,
     "Where the lead stands: lifecycle stage and its channel's track record.",
 )
+
+
+def attributes_view(specs: tuple[FeatureSpec, ...]) -> FeatureView:
+    """The custom attributes a mapping file declared (see ``leadscore.dataset``)."""
+    return _view(
+        "lead_attributes",
+        specs,
+        lead_attributes_source,
+        "Custom lead attributes of the CRM export, as declared in its mapping file.",
+    )

@@ -3,6 +3,7 @@
 from typing import Any
 
 from features.data_sources import (
+    lead_attributes_source,
     lead_behaviour_push,
     lead_behaviour_source,
     lead_lifecycle_source,
@@ -10,9 +11,10 @@ from features.data_sources import (
     scoring_request,
 )
 from features.entities import lead
-from features.feature_services import lead_scoring_v2
-from features.feature_views import lead_behaviour, lead_lifecycle, lead_profile
+from features.feature_services import lead_scoring_v2, scoring_service
+from features.feature_views import attributes_view, lead_behaviour, lead_lifecycle, lead_profile
 from features.on_demand import lead_recency
+from leadscore.feature_catalog import FeatureSpec
 
 OBJECTS: list[Any] = [
     lead,
@@ -27,3 +29,13 @@ OBJECTS: list[Any] = [
     lead_recency,
     lead_scoring_v2,
 ]
+
+
+def repo_objects(attributes: tuple[FeatureSpec, ...] = ()) -> list[Any]:
+    """The objects to register: :data:`OBJECTS`, plus a view of the data set's custom
+    attributes (and a feature service that includes it) when it has any."""
+    if not attributes:
+        return list(OBJECTS)
+    view = attributes_view(attributes)
+    base = [o for o in OBJECTS if o is not lead_scoring_v2]
+    return [*base, lead_attributes_source, view, scoring_service((view,))]

@@ -28,6 +28,9 @@ SOURCE_CHANNELS: tuple[str, ...] = (
     "bought_list",
     "email_campaign",
 )
+LEAD_CHANNELS: tuple[str, ...] = (*SOURCE_CHANNELS, "outbound_call", "direct_mail", "other")
+"""Every channel the leads contract accepts: the demo's channels and those of other exports
+(telemarketing lists, mailings)."""
 REGIONS: tuple[str, ...] = ("north_america", "europe", "apac", "latam", "mea")
 INDUSTRIES: tuple[str, ...] = (
     "software",
@@ -168,7 +171,7 @@ LEADS = TableContract(
     columns=(
         Column("lead_id", "int", "Unique lead identifier.", nullable=False, min_value=0),
         Column("created_at", "timestamp", "When the lead was created (UTC).", nullable=False),
-        _cat("source_channel", SOURCE_CHANNELS, "Channel the lead came from.", nullable=False),
+        _cat("source_channel", LEAD_CHANNELS, "Channel the lead came from.", nullable=False),
         Column("utm_source", "str", "UTM source of the first touch."),
         Column("utm_medium", "str", "UTM medium of the first touch."),
         Column("utm_campaign", "str", "UTM campaign of the first touch."),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from leadscore.contracts import SOURCE_CHANNELS, epoch_seconds, to_utc_us
+from leadscore.contracts import LEAD_CHANNELS, epoch_seconds, to_utc_us
 
 # Weight of the overall rate in a channel's smoothed rate, in leads: a channel needs a few
 # hundred matured leads before its own history dominates.
@@ -107,7 +107,7 @@ def _channel_rates(
     won_at = epoch_seconds(leads["lead_id"].map(won.set_index("lead_id")["closed_at"]))
     lead_channel = leads["source_channel"].to_numpy(dtype=object)
 
-    names = list(SOURCE_CHANNELS)
+    names = list(LEAD_CHANNELS)
     table = np.full((len(names) + 1, len(days)), np.nan)
     matured_all = np.zeros(len(days))
     won_all = np.zeros(len(days))

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from leadscore.behaviour import compute_behaviour_features
+from leadscore.dataset import ATTRIBUTES_TABLE, load_manifest
+from leadscore.feature_catalog import FeatureSpec
 from leadscore.lifecycle import compute_lifecycle_features
-from leadscore.profile import compute_profile_features
+from leadscore.profile import compute_attribute_features, compute_profile_features
 from leadscore.settings import Settings
 from leadscore.snapshots import snapshot_times
 from leadscore.store import open_store, store_config
@@ -38,6 +40,7 @@ __all__ = [
 PROFILE_TABLE = "lead_profile.parquet"
 BEHAVIOUR_TABLE = "lead_behaviour.parquet"
 LIFECYCLE_TABLE = "lead_lifecycle.parquet"
+ATTRIBUTES_FILE = f"{ATTRIBUTES_TABLE}.parquet"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,19 @@ class FeatureTables:
     n_leads: int
     n_behaviour_rows: int
     as_of: datetime
+    attributes_path: Path | None = None
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every table written."""
+        tables = [self.profile_path, self.behaviour_path, self.lifecycle_path]
+        return tables + ([self.attributes_path] if self.attributes_path else [])
+
+
+def dataset_attributes(settings: Settings) -> tuple[FeatureSpec, ...]:
+    """The custom attributes of the stored data set (none for data ingested without a
+    mapping file), as model features."""
+    return load_manifest(settings.paths.warehouse).attribute_specs()
 
 
 def data_as_of(tables: dict[str, pd.DataFrame]) -> datetime:
@@ -77,6 +93,8 @@ def build_feature_tables(
     half_life_days: float,
     horizon_days: int,
     as_of: datetime | None = None,
+    attributes: pd.DataFrame | None = None,
+    attribute_specs: tuple[FeatureSpec, ...] = (),
 ) -> FeatureTables:
     """Write the profile, behaviour and lifecycle feature tables of the offline store.
 
@@ -91,6 +109,9 @@ def build_feature_tables(
         half_life_days: Half-life of the engagement score.
         horizon_days: Maturity of a lead for its channel's conversion rate.
         as_of: The present; default: the latest timestamp in the data.
+        attributes: The warehouse's custom attributes table (``lead_id`` + one column per
+            attribute), when the data set has any.
+        attribute_specs: The attributes as features (see :mod:`leadscore.dataset`).
 
     Returns:
         Paths and row counts of the written tables.
@@ -117,6 +138,12 @@ def build_feature_tables(
     profile = compute_profile_features(leads)
     repo_dir.mkdir(parents=True, exist_ok=True)
     logger.info("feature tables: %d leads, %d snapshot rows", len(profile), len(behaviour))
+    attributes_path = None
+    if attribute_specs:
+        table = compute_attribute_features(
+            leads, attributes if attributes is not None else pd.DataFrame(), attribute_specs
+        )
+        attributes_path = _write_atomic(table, repo_dir / ATTRIBUTES_FILE)
     return FeatureTables(
         profile_path=_write_atomic(profile, repo_dir / PROFILE_TABLE),
         behaviour_path=_write_atomic(behaviour, repo_dir / BEHAVIOUR_TABLE),
@@ -124,6 +151,7 @@ def build_feature_tables(
         n_leads=len(profile),
         n_behaviour_rows=len(behaviour),
         as_of=moment,
+        attributes_path=attributes_path,
     )
 
 
@@ -133,8 +161,7 @@ def publish_offline_tables(settings: Settings, tables: FeatureTables) -> None:
         return
     from leadscore.offline_postgres import publish_feature_tables_from_settings
 
-    paths = (tables.profile_path, tables.behaviour_path, tables.lifecycle_path)
-    publish_feature_tables_from_settings(settings.feast, {p.stem: p for p in paths})
+    publish_feature_tables_from_settings(settings.feast, {p.stem: p for p in tables.paths})
 
 
 def _write_atomic(frame: pd.DataFrame, path: Path) -> Path:
@@ -144,15 +171,22 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def apply_definitions(store: FeatureStore) -> list[str]:
+def apply_definitions(store: FeatureStore, attributes: tuple[FeatureSpec, ...] = ()) -> list[str]:
     """Register the declarative objects of ``features/`` in the store's registry.
+
+    Args:
+        store: The feature store.
+        attributes: The data set's custom attributes (:func:`dataset_attributes`); they get
+            a view of their own, part of the feature service.
 
     Returns:
         Names of the applied objects.
     """
     from feast import FileSource
 
-    from features.repo import OBJECTS
+    from features.repo import repo_objects
+
+    definitions = repo_objects(attributes)
 
     assert store.config.repo_path is not None
     repo_dir = Path(store.config.repo_path)
@@ -160,15 +194,17 @@ def apply_definitions(store: FeatureStore) -> list[str]:
     if store.config.offline_store.type == "postgres":
         from leadscore.offline_postgres import rebind_sources_to_postgres
 
-        # The same definitions over the published tables (copies: OBJECTS stay FileSources).
-        objects = rebind_sources_to_postgres(OBJECTS, schema=store.config.offline_store.db_schema)
+        # The same definitions over the published tables (copies: the definitions stay FileSources).
+        objects = rebind_sources_to_postgres(
+            definitions, schema=store.config.offline_store.db_schema
+        )
     else:
         # Feast's DuckDB offline store reads FileSource paths as given (relative to the
         # working directory), so they are pointed at the runtime repo before registration.
-        for source in OBJECTS:
+        for source in definitions:
             if isinstance(source, FileSource):
                 source.file_options.uri = str(repo_dir / Path(source.file_options.uri).name)
-        objects = list(OBJECTS)
+        objects = definitions
     store.apply(objects)
     store.config.write_to_path(repo_dir)
     return [o.name for o in objects]

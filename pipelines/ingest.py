@@ -14,6 +14,8 @@ Rule names (see :func:`pipelines.validation.derive_rules`), each followed by the
 * ``allowed_values:<column>``: a categorical value outside the contract's set;
 * ``range:<column>``: a number outside the contract's min/max;
 * ``not_in_future:<column>`` / ``not_before_2000:<column>``: implausible timestamps;
+* ``not_before_first_lead:<column>``: an event older than the first lead stored, or a lead
+  older than the ``first_lead_date`` of its mapping file;
 * ``unique_key:<key>``: rows share a key but differ (``+`` joins compound keys);
 * ``lead_exists:lead_id``: the lead is neither in this ingest nor in the warehouse;
 * ``after_lead_created:closed_at`` / ``:changed_at``: an outcome or a stage change dated
@@ -23,6 +25,7 @@ Rule names (see :func:`pipelines.validation.derive_rules`), each followed by the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,7 +42,22 @@ import pandas as pd
 from pandas._typing import DtypeObj
 from pandas.api.types import pandas_dtype
 
-from leadscore.contracts import LEADS, TABLES, Column, Kind, TableContract
+from leadscore.contracts import LEADS, OUTCOMES, TABLES, Column, Kind, TableContract
+from leadscore.dataset import (
+    ATTRIBUTES_TABLE,
+    MANIFEST_FILE,
+    DatasetManifest,
+    load_manifest,
+)
+from pipelines.mapping import (
+    LoadedMapping,
+    expand_env,
+    load_mapping,
+    map_sources,
+    resolve_path,
+    source_label,
+)
+from pipelines.sources import SourceError, read_source
 from pipelines.validation import (
     LEAD_CREATED_AT,
     ROW_NUMBER,
@@ -65,8 +83,16 @@ QUARANTINE_COLUMNS: dict[str, str] = {
     "rules": "object",
     "messages": "object",
     "quarantined_at": "datetime64[us, UTC]",
+    "mapping": "object",
+    "status": "object",
+    "resolved_at": "datetime64[us, UTC]",
 }
-"""Columns of the quarantine: ``rules`` is ``;``-joined, ``messages`` is ``; ``-joined."""
+"""Columns of the quarantine: ``rules`` is ``;``-joined, ``messages`` is ``; ``-joined;
+``quarantine_id`` is a digest of table, source and original row (the same bad row ingested
+twice is kept once); ``mapping`` is the mapping file that read the row (empty for a
+contract-shaped file); ``status`` is ``open`` until a replay accepts the row (``replayed``)
+or quarantines a corrected version of it instead (``superseded``)."""
+OPEN, REPLAYED, SUPERSEDED = "open", "replayed", "superseded"
 
 # Cells that mean "no value" in an export. "NA" is a country code (Namibia), so it only
 # counts as missing in columns that are not strings.
@@ -392,9 +418,29 @@ def conform(frame: pd.DataFrame, contract: TableContract) -> pd.DataFrame:
 @dataclass
 class _Source:
     contract: TableContract
-    path: Path
-    raw: pd.DataFrame  # indexed by ROW_NUMBER
-    extra_columns: tuple[str, ...]
+    label: str  # the file, or url#table, as the quarantine and the report name it
+    raw: pd.DataFrame  # contract-named cells, indexed by ROW_NUMBER
+    extra_columns: tuple[str, ...] = ()
+    original: pd.DataFrame | None = None  # the source rows, when a mapping reshaped them
+    mapping: str = ""  # the mapping file, if any
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """The rows as the source holds them (what the quarantine keeps)."""
+        return self.raw if self.original is None else self.original
+
+    def restricted(self, rows: RowNumbers) -> _Source:
+        """Only the given row numbers (a replay of quarantined rows)."""
+        keep = self.raw.index[self.raw.index.isin(rows)]
+        original = None if self.original is None else self.original.loc[keep]
+        return _Source(
+            self.contract,
+            self.label,
+            self.raw.loc[keep],
+            self.extra_columns,
+            original,
+            self.mapping,
+        )
 
 
 @dataclass
@@ -424,7 +470,7 @@ def _load_source(name: str, path: Path) -> _Source:
             name,
         )
     extra = tuple(c for c in columns if c not in contract.column_names)
-    return _Source(contract, Path(path), raw, extra)
+    return _Source(contract, str(path), raw, extra)
 
 
 def _duplicates(raw: pd.DataFrame) -> tuple[RowNumbers, RowNumbers]:
@@ -490,6 +536,9 @@ def _messages(
     if rule.check == "not_before_2000":
         start = pd.Timestamp(rule.min_value).date().isoformat() if rule.min_value else "?"
         return f"{col}: " + shown + f" is before {start}"
+    if rule.check == "not_before_first_lead":
+        first = pd.Timestamp(rule.min_value).isoformat() if rule.min_value is not None else "?"
+        return f"{col}: " + shown + f" is before the company's first lead ({first})"
     if rule.check == "lead_exists":
         return f"{col}: lead " + shown + " is not among the accepted leads"
     if rule.check == "after_lead_created":
@@ -517,7 +566,11 @@ def _coerce_table(
 
 
 def _check_table(
-    source: _Source, *, now: pd.Timestamp, leads_ref: pd.Series | None, run_id: str
+    source: _Source,
+    *,
+    now: pd.Timestamp,
+    leads_ref: pd.Series | None,
+    earliest: pd.Timestamp | None = None,
 ) -> _Checked:
     """Coerce and validate one source; split its rows into accepted and quarantined."""
     contract, raw = source.contract, source.raw
@@ -525,7 +578,10 @@ def _check_table(
     typed, unreadable = _coerce_table(raw, contract)
     duplicate_rows, duplicate_of = _duplicates(raw)
     candidates = typed.drop(duplicate_rows) if duplicate_rows.size else typed
-    rules = derive_rules(contract, now=now.to_pydatetime())
+    first_lead = earliest
+    if contract.name == "events" and leads_ref is not None and leads_ref.notna().any():
+        first_lead = leads_ref.min()
+    rules = derive_rules(contract, now=now.to_pydatetime(), earliest=first_lead)
     if contract.references_leads:
         if leads_ref is None:
             raise ValueError(f"table {contract.name!r} needs the accepted leads")
@@ -575,10 +631,10 @@ def _check_table(
     accepted = conform(typed.drop(bad_rows), contract)
     if len(accepted) + len(bad_rows) != n:
         raise AssertionError(
-            f"{source.path}: {n} rows read but {len(accepted)} accepted + "
+            f"{source.label}: {n} rows read but {len(accepted)} accepted + "
             f"{len(bad_rows)} quarantined"
         )
-    quarantine = _quarantine_rows(source, per_row, now=now, run_id=run_id)
+    quarantine = _quarantine_rows(source, per_row, now=now)
     return _Checked(accepted=accepted, quarantine=quarantine, rule_counts=counts)
 
 
@@ -622,21 +678,30 @@ def _original_rows(raw: pd.DataFrame, rows: RowNumbers) -> list[str]:
     return lines
 
 
-def _quarantine_rows(
-    source: _Source, per_row: pd.DataFrame, *, now: pd.Timestamp, run_id: str
-) -> pd.DataFrame:
+def _quarantine_id(table: str, source: str, original_row: str) -> str:
+    digest = hashlib.sha256(f"{table}\x1f{source}\x1f{original_row}".encode())
+    return digest.hexdigest()[:20]
+
+
+def _quarantine_rows(source: _Source, per_row: pd.DataFrame, *, now: pd.Timestamp) -> pd.DataFrame:
     rows = per_row.index.to_numpy(dtype=np.int64)
     table = source.contract.name
+    originals = _original_rows(source.rows, rows)
     frame = pd.DataFrame(
         {
-            "quarantine_id": (f"{run_id}:{table}:" + pd.Series(rows).astype(str)).to_numpy(),
+            "quarantine_id": [_quarantine_id(table, source.label, o) for o in originals],
             "table": table,
-            "source": str(source.path),
+            "source": source.label,
             "row_number": rows,
-            "original_row": _original_rows(source.raw, rows),
+            "original_row": originals,
             "rules": per_row["rules"].to_numpy(dtype=object),
             "messages": per_row["messages"].to_numpy(dtype=object),
             "quarantined_at": now,
+            "mapping": source.mapping,
+            "status": OPEN,
+            "resolved_at": pd.Series(
+                pd.NaT, index=range(len(rows)), dtype=QUARANTINE_COLUMNS["resolved_at"]
+            ),
         },
         index=pd.RangeIndex(len(rows)),
     )
@@ -646,15 +711,48 @@ def _quarantine_rows(
 # --- Storage ----------------------------------------------------------------------------------
 
 
+class _Commit:
+    """Files staged next to their targets and moved into place together.
+
+    Every new table, the quarantine and the data set manifest are written first; only when
+    all are written does any replace its target, so an ingest that fails leaves every store
+    as it was.
+    """
+
+    def __init__(self) -> None:
+        self.staged: list[tuple[Path, Path]] = []
+
+    def parquet(self, frame: pd.DataFrame, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        self.staged.append((tmp, path))
+        frame.to_parquet(tmp, index=False)
+
+    def text(self, text: str, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        self.staged.append((tmp, path))
+        tmp.write_text(text, encoding="utf-8")
+
+    def apply(self) -> None:
+        for tmp, path in self.staged:
+            os.replace(tmp, path)
+        self.staged.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self.staged:
+            tmp.unlink(missing_ok=True)
+        self.staged.clear()
+
+
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
     """Write Parquet next to ``path`` and move it into place, so readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    commit = _Commit()
     try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        commit.parquet(frame, path)
+        commit.apply()
     finally:
-        tmp.unlink(missing_ok=True)
+        commit.discard()
 
 
 def _merge(existing: pd.DataFrame, new: pd.DataFrame, key: tuple[str, ...]) -> pd.DataFrame:
@@ -689,32 +787,59 @@ def load_table(warehouse_dir: Path, name: str) -> pd.DataFrame:
     return conform(pd.read_parquet(path), contract)
 
 
+def _attributes_contract(manifest: DatasetManifest) -> TableContract:
+    return TableContract(
+        name=ATTRIBUTES_TABLE,
+        key=("lead_id",),
+        columns=(LEADS.column("lead_id"), *(a.column() for a in manifest.attributes)),
+        time_column="lead_id",
+        description="Custom lead attributes declared by a mapping file.",
+        references_leads=False,
+    )
+
+
+def load_attributes(warehouse_dir: Path) -> pd.DataFrame:
+    """The custom lead attributes (``lead_id`` + one column per attribute of the data set's
+    manifest); empty when the data set has none."""
+    contract = _attributes_contract(load_manifest(warehouse_dir))
+    path = Path(warehouse_dir) / f"{ATTRIBUTES_TABLE}.parquet"
+    frame = pd.read_parquet(path) if path.exists() else pd.DataFrame()
+    return conform(frame, contract)
+
+
 def list_quarantine(quarantine_dir: Path) -> pd.DataFrame:
     """Every quarantined row so far, oldest first (see :data:`QUARANTINE_COLUMNS`)."""
     path = Path(quarantine_dir) / QUARANTINE_FILE
     if not path.exists():
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in QUARANTINE_COLUMNS.items()})
-    return pd.read_parquet(path).astype(QUARANTINE_COLUMNS)
+    frame = pd.read_parquet(path)
+    defaults: dict[str, Any] = {"mapping": "", "status": OPEN}
+    for column, value in defaults.items():  # quarantines written before these columns
+        if column not in frame.columns:
+            frame[column] = value
+    if "resolved_at" not in frame.columns:
+        frame["resolved_at"] = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[us, UTC]")
+    return frame[list(QUARANTINE_COLUMNS)].astype(QUARANTINE_COLUMNS)
 
 
-def _append_quarantine(quarantine_dir: Path, rows: pd.DataFrame) -> Path:
-    path = Path(quarantine_dir) / QUARANTINE_FILE
-    existing = list_quarantine(quarantine_dir)
-    combined = rows if existing.empty else pd.concat([existing, rows], ignore_index=True)
-    _write_atomically(combined.astype(QUARANTINE_COLUMNS), path)
-    return path
+def _updated_quarantine(existing: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``existing`` with ``rows`` added; a row already quarantined (same id) is replaced by
+    its new version, reopened, instead of being added twice."""
+    if existing.empty:
+        return rows.astype(QUARANTINE_COLUMNS)
+    if rows.empty:
+        return existing
+    kept = existing[~existing["quarantine_id"].isin(rows["quarantine_id"])]
+    return pd.concat([kept, rows], ignore_index=True).astype(QUARANTINE_COLUMNS)
 
 
-def _save_report(warehouse_dir: Path, report: IngestReport) -> Path:
+def _save_report(warehouse_dir: Path, report: IngestReport, commit: _Commit) -> Path:
     folder = Path(warehouse_dir) / REPORTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     stem = report.ingested_at.strftime("%Y%m%dT%H%M%S%fZ")
     path, n = folder / f"{stem}.json", 1
     while path.exists():  # two ingests with the same explicit `now`
         path, n = folder / f"{stem}-{n}.json", n + 1
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    commit.text(json.dumps(report.to_dict(), indent=2), path)
     return path
 
 
@@ -728,7 +853,7 @@ def ingest_tables(
     quarantine_dir: Path,
     now: datetime | None = None,
 ) -> IngestReport:
-    """Validate source tables; merge good rows into the warehouse, quarantine bad ones.
+    """Validate contract-shaped source tables; merge good rows, quarantine bad ones.
 
     Every source is read and checked for its required columns before anything is written,
     so a bad file leaves the warehouse and the quarantine untouched. Leads are validated
@@ -748,14 +873,126 @@ def ingest_tables(
 
     Raises:
         IngestError: If there are no leads (in ``sources`` or stored), ``sources`` names an
-            unknown table, or a file is
-            missing, unreadable or lacks a required column.
+            unknown table, or a file is missing, unreadable or lacks a required column.
     """
     unknown = sorted(set(sources) - set(TABLES))
     if unknown:
         raise IngestError(f"unknown table(s) {', '.join(unknown)}; expected {', '.join(TABLES)}")
+    order = [name for name in TABLES if name in sources]  # leads first
+    loaded = [_load_source(name, Path(sources[name])) for name in order]
+    return ingest_sources(
+        loaded, warehouse_dir=warehouse_dir, quarantine_dir=quarantine_dir, now=now
+    )
+
+
+def ingest_mapping(
+    mapping_path: Path,
+    *,
+    warehouse_dir: Path,
+    quarantine_dir: Path,
+    now: datetime | None = None,
+) -> IngestReport:
+    """Ingest a foreign CRM export described by a mapping file (:mod:`pipelines.mapping`).
+
+    The sources are read and mapped onto the contracts, then validated, merged and
+    quarantined exactly like contract-shaped files; the quarantine keeps each rejected
+    row as the source holds it. Custom attributes go to the ``lead_attributes`` table and
+    the data set's manifest (``dataset.json``) records them and the post-outcome columns.
+
+    Raises:
+        MappingError: If the mapping file is wrong or a source lacks a column it names.
+        IngestError: If a source cannot be read.
+    """
+    mapping = load_mapping(mapping_path)
+    moment = as_utc(now if now is not None else datetime.now(UTC))
+    loaded = _mapped_sources(mapping, warehouse_dir=warehouse_dir, now=moment)
+    return ingest_sources(
+        loaded,
+        warehouse_dir=warehouse_dir,
+        quarantine_dir=quarantine_dir,
+        now=moment,
+        manifest=mapping.manifest(),
+        first_lead=_first_lead(mapping),
+    )
+
+
+def _first_lead(mapping: LoadedMapping) -> pd.Timestamp | None:
+    day = mapping.spec.first_lead_date
+    return pd.Timestamp(day, tz="UTC") if day is not None else None
+
+
+def _read_mapping_sources(mapping: LoadedMapping) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    frames: dict[str, pd.DataFrame] = {}
+    labels: dict[str, str] = {}
+    for name, cfg in mapping.spec.sources.items():
+        labels[name] = source_label(cfg, mapping.base_dir)
+        try:
+            if cfg.path is not None:
+                frame = read_source(
+                    str(resolve_path(cfg.path, mapping.base_dir)),
+                    delimiter=cfg.delimiter,
+                    encoding=cfg.encoding,
+                )
+            else:
+                frame = read_source(expand_env(cfg.url or ""), table=cfg.table, query=cfg.query)
+        except SourceError as e:
+            raise IngestError(f"source {name!r}: {e}") from e
+        frame.index = pd.RangeIndex(1, len(frame) + 1, name=ROW_NUMBER)
+        frames[name] = frame
+    return frames, labels
+
+
+def _mapped_sources(
+    mapping: LoadedMapping, *, warehouse_dir: Path, now: pd.Timestamp
+) -> list[_Source]:
+    frames, labels = _read_mapping_sources(mapping)
+    stored = load_table(warehouse_dir, OUTCOMES.name)["lead_id"]
+    tables = map_sources(
+        mapping,
+        frames,
+        labels=labels,
+        now=now,
+        stored_outcome_leads={int(i) for i in stored},
+    )
+    return [_Source(t.contract, t.source, t.raw, (), t.original, str(mapping.path)) for t in tables]
+
+
+def ingest_sources(
+    loaded: list[_Source],
+    *,
+    warehouse_dir: Path,
+    quarantine_dir: Path,
+    now: datetime | pd.Timestamp | None = None,
+    manifest: DatasetManifest | None = None,
+    first_lead: pd.Timestamp | None = None,
+) -> IngestReport:
+    """Validate loaded sources in order and commit the result in one step."""
+    report, _ = _ingest_sources(
+        loaded,
+        warehouse_dir=warehouse_dir,
+        quarantine_dir=quarantine_dir,
+        now=now,
+        manifest=manifest,
+        first_lead=first_lead,
+    )
+    return report
+
+
+def _ingest_sources(
+    loaded: list[_Source],
+    *,
+    warehouse_dir: Path,
+    quarantine_dir: Path,
+    now: datetime | pd.Timestamp | None,
+    manifest: DatasetManifest | None,
+    first_lead: pd.Timestamp | None,
+) -> tuple[IngestReport, pd.DataFrame]:
+    """:func:`ingest_sources`, also returning the rows this ingest quarantined."""
+    warehouse_dir, quarantine_dir = Path(warehouse_dir), Path(quarantine_dir)
+    moment = as_utc(now if now is not None else datetime.now(UTC))
+    merged: dict[str, pd.DataFrame] = {}
     leads_ref: pd.Series | None = None
-    if LEADS.name not in sources:
+    if not any(s.contract.name == LEADS.name for s in loaded):
         # New events or outcomes for leads that are already stored.
         stored_leads = load_table(warehouse_dir, LEADS.name)
         if stored_leads.empty:
@@ -763,48 +1000,59 @@ def ingest_tables(
                 "no leads: sources has no 'leads' entry and the warehouse holds no leads yet"
             )
         leads_ref = leads_reference(stored_leads)
-    moment = as_utc(now if now is not None else datetime.now(UTC))
-    run_id = uuid.uuid4().hex[:12]
-    order = [name for name in TABLES if name in sources]  # leads first
-    loaded = {name: _load_source(name, Path(sources[name])) for name in order}
 
-    merged: dict[str, pd.DataFrame] = {}
-    checked: dict[str, _Checked] = {}
-    for name in order:
-        source = loaded[name]
-        result = _check_table(source, now=moment, leads_ref=leads_ref, run_id=run_id)
-        checked[name] = result
-        merged[name] = _merge(load_table(warehouse_dir, name), result.accepted, source.contract.key)
+    stored_manifest = load_manifest(warehouse_dir)
+    try:
+        new_manifest = stored_manifest.merged(manifest) if manifest else stored_manifest
+    except ValueError as e:
+        raise IngestError(str(e)) from e
+    attributes: pd.DataFrame | None = None
+    checked: list[_Checked] = []
+    for source in loaded:
+        name = source.contract.name
+        result = _check_table(source, now=moment, leads_ref=leads_ref, earliest=first_lead)
+        checked.append(result)
+        accepted = result.accepted
+        if name == LEADS.name and len(source.contract.columns) > len(LEADS.columns):
+            attr_contract = _attributes_contract(new_manifest)
+            if attributes is None:
+                attributes = load_attributes(warehouse_dir)
+                attributes = conform(attributes, attr_contract)
+            attributes = _merge(attributes, conform(accepted, attr_contract), ("lead_id",))
+            accepted = conform(accepted, LEADS)
+        if name not in merged:
+            merged[name] = load_table(warehouse_dir, name)
+        merged[name] = _merge(merged[name], accepted, source.contract.key)
         if name == LEADS.name:
             leads_ref = leads_reference(merged[name])
 
-    for name in order:
-        _write_atomically(merged[name], Path(warehouse_dir) / f"{name}.parquet")
-    quarantined = [c.quarantine for c in checked.values() if not c.quarantine.empty]
-    quarantine_path = (
-        _append_quarantine(quarantine_dir, pd.concat(quarantined, ignore_index=True))
+    quarantined = [c.quarantine for c in checked if not c.quarantine.empty]
+    new_rows = (
+        pd.concat(quarantined, ignore_index=True).drop_duplicates("quarantine_id")
         if quarantined
-        else None
+        else pd.DataFrame({c: pd.Series(dtype=t) for c, t in QUARANTINE_COLUMNS.items()})
     )
-
-    tables = {
-        name: TableReport(
-            table=name,
-            source=str(loaded[name].path),
-            rows_read=len(loaded[name].raw),
-            rows_accepted=len(checked[name].accepted),
-            rows_quarantined=len(checked[name].quarantine),
-            rule_counts=checked[name].rule_counts,
-            extra_columns=loaded[name].extra_columns,
-            rows_stored=len(merged[name]),
-        )
-        for name in order
-    }
-    report = IngestReport(
-        tables=tables, quarantine_path=quarantine_path, ingested_at=moment.to_pydatetime()
-    )
-    report_path = _save_report(warehouse_dir, report)
-    for t in tables.values():
+    commit = _Commit()
+    try:
+        for name, frame in merged.items():
+            commit.parquet(frame, warehouse_dir / f"{name}.parquet")
+        if attributes is not None:
+            commit.parquet(attributes, warehouse_dir / f"{ATTRIBUTES_TABLE}.parquet")
+        if manifest is not None:
+            commit.text(json.dumps(new_manifest.to_dict(), indent=2), warehouse_dir / MANIFEST_FILE)
+        quarantine_path = None
+        if quarantined:
+            quarantine_path = quarantine_dir / QUARANTINE_FILE
+            rows = pd.concat(quarantined, ignore_index=True).drop_duplicates("quarantine_id")
+            commit.parquet(
+                _updated_quarantine(list_quarantine(quarantine_dir), rows), quarantine_path
+            )
+        report = _report(loaded, checked, merged, quarantine_path, moment)
+        report_path = _save_report(warehouse_dir, report, commit)
+        commit.apply()
+    finally:
+        commit.discard()
+    for t in report.tables.values():
         logger.info(
             "ingested %s: %d read, %d accepted, %d quarantined",
             t.table,
@@ -813,4 +1061,168 @@ def ingest_tables(
             t.rows_quarantined,
         )
     logger.info("ingest report saved to %s", report_path)
-    return report
+    return report, new_rows
+
+
+def _report(
+    loaded: list[_Source],
+    checked: list[_Checked],
+    merged: dict[str, pd.DataFrame],
+    quarantine_path: Path | None,
+    moment: pd.Timestamp,
+) -> IngestReport:
+    tables: dict[str, TableReport] = {}
+    for source, result in zip(loaded, checked, strict=True):
+        name = source.contract.name
+        key, n = name, 2
+        while key in tables:  # a table fed by several sources (outcomes + derived lost)
+            key, n = f"{name}[{n}]", n + 1
+        tables[key] = TableReport(
+            table=name,
+            source=source.label,
+            rows_read=len(source.raw),
+            rows_accepted=len(result.accepted),
+            rows_quarantined=len(result.quarantine),
+            rule_counts=result.rule_counts,
+            extra_columns=source.extra_columns,
+            rows_stored=len(merged[name]),
+        )
+    return IngestReport(
+        tables=tables, quarantine_path=quarantine_path, ingested_at=moment.to_pydatetime()
+    )
+
+
+# --- Replay -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What a replay of quarantined rows did.
+
+    Attributes:
+        replayed: Open quarantine entries re-read from their (fixed) sources.
+        accepted: Entries whose row now passed and was stored.
+        still_quarantined: Entries whose row failed again (kept open, reasons refreshed).
+        missing: Entries whose row is no longer in its source (left open).
+        ingest: The ingest of the re-read rows (None when there was nothing to replay).
+    """
+
+    replayed: int
+    accepted: int
+    still_quarantined: int
+    missing: int
+    ingest: IngestReport | None
+
+    def summary(self) -> str:
+        lines = [
+            f"replayed {self.replayed:,} quarantined rows: {self.accepted:,} accepted, "
+            f"{self.still_quarantined:,} still quarantined, {self.missing:,} no longer in "
+            "their source"
+        ]
+        if self.ingest is not None:
+            lines += ["", self.ingest.summary()]
+        return "\n".join(lines)
+
+
+def replay_quarantine(
+    *,
+    warehouse_dir: Path,
+    quarantine_dir: Path,
+    table: str | None = None,
+    now: datetime | None = None,
+) -> ReplayReport:
+    """Re-ingest the open quarantined rows from their sources, after the sources are fixed.
+
+    Each open entry's source is read again (through its mapping file, if it came through
+    one) and the rows at the quarantined row numbers are validated against the current
+    warehouse: rows that now pass are stored and their entries marked ``replayed``; rows
+    that fail again stay quarantined with fresh reasons (an entry whose row was changed
+    but is still wrong is ``superseded`` by the new version). Fix rows in place (same row
+    position) or fix the mapping or the missing reference data (e.g. ingest the leads an
+    event refers to), then replay.
+
+    Args:
+        warehouse_dir: The warehouse.
+        quarantine_dir: The quarantine folder.
+        table: Replay only this table's rows.
+        now: The present (default: the current time).
+
+    Raises:
+        IngestError: If a source or mapping can no longer be read (nothing is changed).
+    """
+    warehouse_dir, quarantine_dir = Path(warehouse_dir), Path(quarantine_dir)
+    moment = as_utc(now if now is not None else datetime.now(UTC))
+    entries = list_quarantine(quarantine_dir)
+    todo = entries[entries["status"] == OPEN]
+    if table is not None:
+        if table not in TABLES:
+            raise IngestError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
+        todo = todo[todo["table"] == table]
+    if todo.empty:
+        return ReplayReport(0, 0, 0, 0, None)
+
+    loaded: list[_Source] = []
+    manifest: DatasetManifest | None = None
+    first_lead: pd.Timestamp | None = None
+    for mapping_path in todo["mapping"].unique():
+        group = todo[todo["mapping"] == mapping_path]
+        if mapping_path:
+            mapping = load_mapping(Path(mapping_path))
+            manifest = (
+                mapping.manifest() if manifest is None else manifest.merged(mapping.manifest())
+            )
+            first_lead = _first_lead(mapping)
+            sources = _mapped_sources(mapping, warehouse_dir=warehouse_dir, now=moment)
+        else:
+            pairs = group[["table", "source"]].drop_duplicates()
+            sources = [_load_source(t, Path(s)) for t, s in pairs.itertuples(index=False)]
+        for source in sources:
+            mine = group[
+                (group["table"] == source.contract.name) & (group["source"] == source.label)
+            ]
+            if not mine.empty or source.contract.name == LEADS.name:
+                loaded.append(source.restricted(mine["row_number"].to_numpy(dtype=np.int64)))
+    loaded.sort(key=lambda s: list(TABLES).index(s.contract.name))  # leads first
+    present = {(s.contract.name, s.label, int(r)) for s in loaded for r in s.raw.index.to_numpy()}
+    if not any(len(s.raw) for s in loaded):
+        return ReplayReport(len(todo), 0, 0, len(todo), None)
+    loaded = [s for s in loaded if len(s.raw) or s.contract.name != LEADS.name]
+    report, fresh = _ingest_sources(
+        loaded,
+        warehouse_dir=warehouse_dir,
+        quarantine_dir=quarantine_dir,
+        now=moment,
+        manifest=manifest,
+        first_lead=first_lead,
+    )
+    # Close the replayed entries: accepted now, or superseded by their re-quarantined version.
+    failed_again = {
+        (t, s, int(r))
+        for t, s, r in zip(fresh["table"], fresh["source"], fresh["row_number"], strict=True)
+    }
+    fresh_ids = set(fresh["quarantine_id"])
+    replayed_ids = set(todo["quarantine_id"])
+    after = list_quarantine(quarantine_dir)
+    keys = zip(after["table"], after["source"], after["row_number"], strict=True)
+    status = after["status"].to_numpy(dtype=object).copy()
+    resolved = after["resolved_at"].copy()
+    accepted = again = 0
+    for i, (qid, (table_name, source_label_, row)) in enumerate(
+        zip(after["quarantine_id"], keys, strict=True)
+    ):
+        key = (table_name, source_label_, int(row))
+        if qid not in replayed_ids or key not in present:
+            continue
+        if key in failed_again:
+            if qid not in fresh_ids:  # the row changed and is still wrong
+                status[i] = SUPERSEDED
+                resolved.iloc[i] = moment
+            again += 1
+        else:
+            status[i] = REPLAYED
+            resolved.iloc[i] = moment
+            accepted += 1
+    after = after.assign(status=status, resolved_at=resolved)
+    _write_atomically(after.astype(QUARANTINE_COLUMNS), quarantine_dir / QUARANTINE_FILE)
+    missing = len(todo) - accepted - again
+    return ReplayReport(len(todo), accepted, again, missing, report)

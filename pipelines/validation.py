@@ -61,6 +61,7 @@ Check = Literal[
     "range",
     "not_in_future",
     "not_before_2000",
+    "not_before_first_lead",
     "unique_key",
     "lead_exists",
     "after_lead_created",
@@ -102,12 +103,16 @@ def as_utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def derive_rules(contract: TableContract, *, now: datetime) -> list[Rule]:
+def derive_rules(
+    contract: TableContract, *, now: datetime, earliest: pd.Timestamp | None = None
+) -> list[Rule]:
     """Derive every row-level rule of a table from its contract.
 
     Args:
         contract: The table's contract.
         now: The present (UTC); timestamps after it are in the future.
+        earliest: The company's first lead (leads: as a mapping declares it; events: the
+            earliest lead stored); the table's time column must not be older.
 
     Returns:
         The rules, in a stable order: per column (not null, allowed values, range, time
@@ -143,6 +148,15 @@ def derive_rules(contract: TableContract, *, now: datetime) -> list[Rule]:
                     min_value=EARLIEST_TIMESTAMP,
                 )
             )
+            if earliest is not None and name == contract.time_column:
+                rules.append(
+                    Rule(
+                        f"not_before_first_lead:{name}",
+                        "not_before_first_lead",
+                        (name,),
+                        min_value=as_utc(earliest),
+                    )
+                )
     rules.append(Rule(f"unique_key:{'+'.join(contract.key)}", "unique_key", contract.key))
     if contract.references_leads:
         rules.append(Rule("lead_exists:lead_id", "lead_exists", ("lead_id",)))
@@ -166,7 +180,7 @@ def _expectation(rule: Rule) -> Expectation:
         return gxe.ExpectColumnValuesToBeInSet(
             column=column, value_set=list(rule.allowed or ()), meta=meta
         )
-    if rule.check in ("range", "not_in_future", "not_before_2000"):
+    if rule.check in ("range", "not_in_future", "not_before_2000", "not_before_first_lead"):
         return gxe.ExpectColumnValuesToBeBetween(
             column=column, min_value=rule.min_value, max_value=rule.max_value, meta=meta
         )
