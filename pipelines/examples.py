@@ -8,20 +8,29 @@ from leadscore.contracts import epoch_seconds
 from leadscore.scorer import LeadScorer
 from leadscore.settings import Settings
 from leadscore.tracking import connect_tracking
-from pipelines.feature_store import BEHAVIOUR_TABLE, LIFECYCLE_TABLE, PROFILE_TABLE
+from pipelines.feature_store import (
+    ATTRIBUTES_FILE,
+    BEHAVIOUR_TABLE,
+    LIFECYCLE_TABLE,
+    PROFILE_TABLE,
+)
 
 
 def current_features(settings: Settings) -> pd.DataFrame:
     """Each lead's current features from the offline feature tables (batch path).
 
-    The latest profile, behaviour and lifecycle rows of every lead, and the on-demand features
-    computed by the same transform Feast runs, at the moment the latest rows were built.
+    The latest profile, behaviour and lifecycle rows of every lead (and its custom attributes,
+    if the data set has any), and the on-demand features computed by the same transform Feast
+    runs, at the moment the latest rows were built.
     """
     from features.on_demand import lead_recency
 
     repo = settings.paths.feature_repo
     profile = pd.read_parquet(repo / PROFILE_TABLE).drop(columns="event_timestamp")
     frame = profile
+    if (repo / ATTRIBUTES_FILE).exists():
+        attributes = pd.read_parquet(repo / ATTRIBUTES_FILE).drop(columns="event_timestamp")
+        frame = frame.merge(attributes, on="lead_id", how="left")
     for table in (BEHAVIOUR_TABLE, LIFECYCLE_TABLE):
         rows = pd.read_parquet(repo / table)
         latest = rows.sort_values("event_timestamp").drop_duplicates("lead_id", keep="last")
