@@ -197,6 +197,22 @@ class ServingSettings(BaseModel):
     top_reasons: int = Field(default=5, gt=0, le=20, description="Reasons per score.")
 
 
+class WritebackSettings(BaseModel):
+    """Where `leadscore score-batch` hands the scores back to the CRM."""
+
+    output_path: Path | None = Field(
+        default=None,
+        description="Scores file (.csv or .parquet, relative to paths.root); default: "
+        "data/scores/lead_scores.parquet when no PostgreSQL URL is set either.",
+    )
+    postgres_url: str | None = Field(
+        default=None, description="PostgreSQL URL of the scores table (postgresql+psycopg://...)."
+    )
+    postgres_table: str = Field(
+        default="leadscore.lead_scores", description="Scores table (schema.table) in PostgreSQL."
+    )
+
+
 class Settings(BaseSettings):
     """All configuration of leadscore."""
 
@@ -215,6 +231,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
     events: EventsSettings = EventsSettings()
+    writeback: WritebackSettings = WritebackSettings()
 
     @property
     def tracking_uri(self) -> str:

@@ -334,6 +334,67 @@ def train() -> None:
     )
 
 
+@app.command("score-batch")
+def score_batch(
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Scores file, .csv or .parquet (upserted by lead_id).", metavar="PATH"),
+    ] = None,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL URL of the scores table (upserted by lead_id).", metavar="URL"
+        ),
+    ] = None,
+    table: Annotated[
+        str | None,
+        typer.Option(
+            help="Scores table, schema.table (default: writeback.postgres_table).", metavar="NAME"
+        ),
+    ] = None,
+    include_closed: Annotated[
+        bool, typer.Option("--include-closed", help="Score leads with an outcome too.")
+    ] = False,
+) -> None:
+    """Score every open lead from the offline feature tables and hand the scores to the CRM.
+
+    Uses the model version behind the serving alias and each lead's latest feature rows
+    (run `leadscore features build` first for fresh ones). Each row holds lead_id, probability,
+    band, reasons (JSON), model_version and scored_at; existing rows of other leads are kept.
+    Without --output or --postgres-url, the writeback settings decide, else
+    data/scores/lead_scores.parquet.
+
+    Examples:
+
+        leadscore score-batch
+
+        leadscore score-batch --output exports/lead_scores.csv --include-closed
+
+        leadscore score-batch --postgres-url postgresql://crm@db/crm --table sales.lead_scores
+    """
+    from pipelines.score_batch import score_open_leads, write_scores
+    from pipelines.writeback import FILE_SUFFIXES
+
+    if output is not None and not output.name.lower().endswith(FILE_SUFFIXES):
+        raise _fail(f"--output must be a {' or '.join(FILE_SUFFIXES)} file, not {output}")
+    settings = get_settings()
+    scores = _run(
+        "scoring leads", lambda: score_open_leads(settings, include_closed=include_closed)
+    )
+    written = _run(
+        "writing scores",
+        lambda: write_scores(
+            settings, scores, output=output, postgres_url=postgres_url, table=table
+        ),
+    )
+    counts = scores["band"].value_counts()
+    bands = ", ".join(f"{band} {int(counts.get(band, 0))}" for band in ("hot", "warm", "cold"))
+    kind = "leads (open and closed)" if include_closed else "open leads"
+    typer.echo(f"scored {len(scores)} {kind}: {bands}")
+    for where in written:
+        typer.echo(where.describe())
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
