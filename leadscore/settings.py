@@ -175,6 +175,26 @@ class TrainingSettings(BaseModel):
     min_child_samples: int = Field(default=50, gt=0, description="Fewest examples per leaf.")
     lambda_l2: float = Field(default=5.0, ge=0.0, description="L2 regularisation of leaf values.")
     seed: int = Field(default=7, description="Training random seed.")
+    min_won: int = Field(
+        default=40, ge=1, description="Fewest distinct won leads among the examples to train."
+    )
+    min_lost: int = Field(
+        default=40, ge=1, description="Fewest distinct lost (never won) leads to train."
+    )
+    leakage_auc_max: float = Field(
+        default=0.95,
+        gt=0.5,
+        le=1.0,
+        description="A feature predicting the label alone above this ROC AUC is refused as a "
+        "likely leak unless confirmed (1.0 turns the check off).",
+    )
+    exclude_features: list[str] = Field(
+        default=[], description="Features left out of the model (e.g. leaky columns)."
+    )
+    confirmed_features: list[str] = Field(
+        default=[],
+        description="Features confirmed to be known before the outcome despite a high AUC.",
+    )
 
 
 class EventsSettings(BaseModel):

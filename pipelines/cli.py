@@ -309,25 +309,66 @@ def features_materialize(
 
 
 @app.command()
-def train() -> None:
+def train(
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            metavar="COLUMN",
+            help="Leave this feature out of the model (repeatable); adds to "
+            "training.exclude_features.",
+        ),
+    ] = None,
+    confirm: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--confirm",
+            metavar="COLUMN",
+            help="Confirm this feature is known before the outcome, whatever its ROC AUC "
+            "alone (repeatable); adds to training.confirmed_features.",
+        ),
+    ] = None,
+) -> None:
     """Train, calibrate, evaluate and register a model from the feature store.
 
+    Before fitting, every feature is audited on the training period: constant ones are
+    dropped, and one that alone predicts the outcome almost perfectly (ROC AUC above
+    training.leakage_auc_max) is refused as a likely leak until it is excluded or confirmed.
+    Training also refuses too few won or lost leads (training.min_won / training.min_lost).
     The new version becomes `champion` when there is none yet.
 
     Examples:
 
         leadscore train
 
+        leadscore train --exclude deal_stage --confirm lead_score_legacy
+
         LEADSCORE_TRAINING__HORIZON_DAYS=90 leadscore train
     """
     from pipelines.train_flow import run_training
 
-    result = _run("training", lambda: run_training(get_settings()))
+    settings = get_settings()
+    cfg = settings.training
+    if exclude or confirm:
+        cfg = cfg.model_copy(
+            update={
+                "exclude_features": [*cfg.exclude_features, *(exclude or [])],
+                "confirmed_features": [*cfg.confirmed_features, *(confirm or [])],
+            }
+        )
+        settings = settings.model_copy(update={"training": cfg})
+    result = _run("training", lambda: run_training(settings))
     m = result.metrics
     console.print(
         f"examples: {result.labels.examples} ({result.labels.positives} converted; left out: "
         f"{result.labels.immature} immature, {result.labels.after_outcome} after outcome)\n"
-        f"test period: ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, "
+        f"{result.audit.summary()}\n"
+        + (
+            "split: at random (every example has the same moment)\n"
+            if result.split == "random"
+            else ""
+        )
+        + f"test period: ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, "
         f"Brier {m['brier']:.4f}, log loss {m['log_loss']:.4f}\n"
         f"registered {result.model.name} version {result.model.version}"
         + (f" ({', '.join(result.model.aliases)})" if result.model.aliases else "")

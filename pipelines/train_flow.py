@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
 
-from leadscore.feature_catalog import MODEL_FEATURES
+from leadscore.feature_catalog import MODEL_FEATURES, FeatureSpec
 from leadscore.settings import Settings, TrainingSettings
 from pipelines.feature_store import data_as_of, open_store
 from pipelines.ingest import load_table
-from training.dataset import LabelReport, fetch_training_features, label_snapshots, split_by_time
+from training.audit import AuditReport, audit_features, check_feature_names
+from training.dataset import (
+    LabelReport,
+    SplitKind,
+    check_minimum_outcomes,
+    fetch_training_features,
+    label_snapshots,
+    split_by_time,
+)
 from training.evaluate import evaluate_probabilities
 from training.model import fit_scorer
 from training.register import RegisteredModel, log_and_register, setup_mlflow
@@ -30,6 +39,8 @@ class TrainingResult:
     n_train: int
     n_calibration: int
     n_test: int
+    audit: AuditReport
+    split: SplitKind
 
 
 def model_params(cfg: TrainingSettings) -> dict[str, float | int]:
@@ -50,6 +61,9 @@ def build_training_frame(
 
     Returns:
         The examples with their features, the label counts and the data's present.
+
+    Raises:
+        TrainingDataError: Too few won or lost leads (checked before the feature join).
     """
     warehouse = settings.paths.warehouse
     tables = {name: load_table(warehouse, name) for name in ("leads", "stage_changes", "outcomes")}
@@ -65,6 +79,7 @@ def build_training_frame(
         as_of=moment,
     )
     logger.info("labels: %s", label_report)
+    check_minimum_outcomes(examples, min_won=cfg.min_won, min_lost=cfg.min_lost)
     frame = fetch_training_features(
         store=open_store(settings),
         examples=examples,
@@ -73,27 +88,56 @@ def build_training_frame(
     return frame, label_report, moment
 
 
-def run_training(settings: Settings, *, as_of: datetime | None = None) -> TrainingResult:
-    """Label snapshots, join features point in time, fit, calibrate, evaluate and register.
+def run_training(
+    settings: Settings,
+    *,
+    as_of: datetime | None = None,
+    post_outcome: Sequence[str] = (),
+    specs: Sequence[FeatureSpec] | None = None,
+) -> TrainingResult:
+    """Label snapshots, join features point in time, audit, fit, calibrate, evaluate, register.
 
     Args:
         settings: Paths, stores, training parameters, band thresholds, MLflow names.
         as_of: The data's present; default: the latest timestamp in the warehouse.
+        post_outcome: Columns known only after the outcome (from the data set's mapping);
+            the audit refuses any of them as a feature.
+        specs: Candidate features; default: every model feature of the catalog.
 
     Returns:
-        Label counts, test metrics and the registered model version.
+        Label counts, the leakage audit, test metrics and the registered model version.
+
+    Raises:
+        TrainingDataError: Too few won or lost leads.
+        LeakageError: A candidate feature looks leaky or is declared post-outcome.
+        UnknownFeatureError: ``training.exclude_features`` or ``confirmed_features`` names an
+            unknown feature.
     """
     cfg = settings.training
+    candidates = tuple(MODEL_FEATURES if specs is None else specs)
+    # Before the expensive join: a typo in a feature name should fail at once.
+    check_feature_names(candidates, exclude=cfg.exclude_features, confirmed=cfg.confirmed_features)
     frame, label_report, moment = build_training_frame(settings, as_of=as_of)
-    train, calibration, test = split_by_time(
-        frame, calibration_share=cfg.calibration_share, test_share=cfg.test_share
+    split = split_by_time(
+        frame, calibration_share=cfg.calibration_share, test_share=cfg.test_share, seed=cfg.seed
     )
+    train, calibration, test = split.train, split.calibration, split.test
+    audit = audit_features(
+        train,
+        candidates,
+        max_auc=cfg.leakage_auc_max,
+        exclude=cfg.exclude_features,
+        confirmed=cfg.confirmed_features,
+        post_outcome=post_outcome,
+        seed=cfg.seed,
+    )
+    logger.info("leakage audit: %s", audit.summary())
     params = model_params(cfg)
     bands = {"hot_min": settings.bands.hot_min, "warm_min": settings.bands.warm_min}
     scorer = fit_scorer(
         train=train,
         calibration=calibration,
-        specs=MODEL_FEATURES,
+        specs=audit.kept,
         params=params,
         bands=bands,
         feature_service=settings.feast.feature_service,
@@ -124,12 +168,31 @@ def run_training(settings: Settings, *, as_of: datetime | None = None) -> Traini
             "n_train": len(train),
             "n_calibration": len(calibration),
             "n_test": len(test),
+            "n_features": len(audit.kept),
+            "n_dropped_constant": len(audit.dropped_constant),
+            "n_excluded": len(audit.excluded),
+            "n_confirmed_above_max_auc": len(audit.confirmed),
+            "leakage_auc_max": cfg.leakage_auc_max,
+            "min_won": cfg.min_won,
+            "min_lost": cfg.min_lost,
         },
         metrics={f"test_{k}": v for k, v in metrics.items()},
-        tags={"target": "lead_to_won", "test_start": str(test["event_timestamp"].min())},
+        tags={
+            "target": "lead_to_won",
+            "test_start": str(test["event_timestamp"].min()),
+            "split": split.kind,
+        },
         model_name=settings.mlflow.model_name,
         champion_alias=settings.mlflow.champion_alias,
+        artifacts={"leakage_audit.json": audit.as_dict()},
     )
     return TrainingResult(
-        label_report, metrics, registered, len(train), len(calibration), len(test)
+        label_report,
+        metrics,
+        registered,
+        len(train),
+        len(calibration),
+        len(test),
+        audit,
+        split.kind,
     )

@@ -2,16 +2,23 @@
 
 A snapshot of a lead at moment ``t`` is labelled 1 when the lead closed won within
 ``horizon_days`` after ``t`` and 0 when it did not (closed lost, won only later, or never
-progressed). Snapshots taken after the lead's outcome was known are dropped, and so are those
-whose horizon has not ended by the data's present: their outcome could still change, and
-counting them as lost would bias every probability downwards.
+progressed). Snapshots taken after the lead's outcome was known are dropped. A snapshot's label
+is final (*mature*) once the lead has a closed outcome (won or lost) by the data's present, or
+else once its horizon has ended: a snapshot of a lead still open whose horizon has not ended
+could still be won, and counting it as lost would bias every probability downwards, so it is
+left out.
+
+Training needs enough of both outcomes (:func:`check_minimum_outcomes`), and the examples are
+split forward in time (:func:`split_by_time`), or at random when they all share one moment.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,10 +28,27 @@ from leadscore.snapshots import CURRENT, snapshot_times
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+logger = logging.getLogger(__name__)
+
+SplitKind = Literal["time", "random"]
+
+
+class TrainingDataError(ValueError):
+    """The data cannot train a model (e.g. too few won or lost leads)."""
+
 
 @dataclass(frozen=True)
 class LabelReport:
-    """How many snapshots became examples, and why the others were left out."""
+    """How many snapshots became examples, and why the others were left out.
+
+    Attributes:
+        snapshots: Snapshot moments of every lead up to the data's present.
+        after_outcome: Left out: taken when the lead's outcome was already known.
+        immature: Left out: the lead has no closed outcome yet and the snapshot's horizon has
+            not ended, so its label could still change.
+        examples: Labelled snapshots (``snapshots - after_outcome - immature``).
+        positives: Examples labelled 1 (won within the horizon).
+    """
 
     snapshots: int
     after_outcome: int
@@ -53,7 +77,8 @@ def label_snapshots(
         outcomes: Validated outcomes (won/lost with ``closed_at``).
         snapshot_days: Days after creation at which snapshots are taken.
         horizon_days: A snapshot is positive if the lead is won within this many days.
-        as_of: The data's present; horizons ending later are immature.
+        as_of: The data's present. Outcomes closed later are not known yet; a snapshot of a
+            lead without a known outcome whose horizon ends later is immature.
 
     Returns:
         Examples (``lead_id``, ``event_timestamp``, ``snapshot_kind``, ``label``) sorted by
@@ -70,13 +95,18 @@ def label_snapshots(
     closed = outcomes[["lead_id", "closed_at", "result"]].drop_duplicates("lead_id")
     frame = snaps.merge(closed, on="lead_id", how="left")
     horizon = pd.Timedelta(days=horizon_days)
-    after_outcome = frame["closed_at"].notna() & (frame["closed_at"] <= frame["as_of"])
+    present = pd.Timestamp(as_of)
+    present = present.tz_convert("UTC") if present.tzinfo else present.tz_localize("UTC")
+    known = frame["closed_at"].notna() & (frame["closed_at"] <= present)
+    after_outcome = known & (frame["closed_at"] <= frame["as_of"])
     won_in_horizon = (
-        (frame["result"] == "won")
+        known
+        & (frame["result"] == "won")
         & (frame["closed_at"] > frame["as_of"])
         & (frame["closed_at"] <= frame["as_of"] + horizon)
     )
-    mature = frame["as_of"] + horizon <= pd.Timestamp(as_of)
+    # A closed outcome fixes the label at once; an open lead's label only once its horizon ended.
+    mature = known | (frame["as_of"] + horizon <= present)
     keep = ~after_outcome & mature
     examples = pd.DataFrame(
         {
@@ -123,24 +153,122 @@ def fetch_training_features(
     return out
 
 
+def check_minimum_outcomes(examples: pd.DataFrame, *, min_won: int, min_lost: int) -> None:
+    """Refuse to train on too few won or lost leads.
+
+    Several snapshots of one lead count once: a lead is *won* when any of its examples is
+    labelled 1, and *lost* when all of them are labelled 0.
+
+    Args:
+        examples: Labelled examples (``lead_id``, ``label``).
+        min_won: Fewest distinct won leads needed (setting ``training.min_won``).
+        min_lost: Fewest distinct lost leads needed (setting ``training.min_lost``).
+
+    Raises:
+        TrainingDataError: When either count is below its minimum; the message gives both.
+    """
+    per_lead = examples.groupby("lead_id")["label"].max()
+    won = int((per_lead > 0).sum())
+    lost = len(per_lead) - won
+    if won >= min_won and lost >= min_lost:
+        return
+    needed = (
+        f"at least {min_won} of each are needed"
+        if min_won == min_lost
+        else f"at least {min_won} won and {min_lost} lost are needed"
+    )
+    raise TrainingDataError(
+        f"not enough outcomes to train: {won} won and {lost} lost leads among the matured "
+        f"examples; {needed} (training.min_won / training.min_lost). Ingest more closed "
+        "outcomes (a longer history), or lower the minimums (LEADSCORE_TRAINING__MIN_WON, "
+        "LEADSCORE_TRAINING__MIN_LOST) accepting a less reliable model"
+    )
+
+
+@dataclass(frozen=True)
+class ExampleSplit:
+    """Training, calibration and test examples, and how they were split.
+
+    Unpacks like a tuple: ``train, calibration, test = split_by_time(...)``.
+
+    Attributes:
+        train: Examples the model learns from.
+        calibration: Examples the probabilities are calibrated on.
+        test: Examples the model is evaluated on.
+        kind: ``time`` (forward in time: oldest train, newest test) or ``random`` (seeded,
+            stratified by label; only when every example has the same moment).
+    """
+
+    train: pd.DataFrame
+    calibration: pd.DataFrame
+    test: pd.DataFrame
+    kind: SplitKind
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        return iter((self.train, self.calibration, self.test))
+
+
 def split_by_time(
-    frame: pd.DataFrame, *, calibration_share: float, test_share: float
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    frame: pd.DataFrame, *, calibration_share: float, test_share: float, seed: int = 0
+) -> ExampleSplit:
     """Forward-in-time split: oldest for training, then calibration, newest for test.
 
-    Cut points fall on snapshot moments, so no moment is on both sides of a boundary.
+    Cut points fall on snapshot moments, so no moment is on both sides of a boundary. When
+    every example has the same ``event_timestamp`` (data without any time), there is no
+    forward in time: the examples are then split at random with the same shares, stratified
+    by label and seeded, with a warning, and the split's ``kind`` is ``random``.
+
+    Args:
+        frame: Examples with ``event_timestamp`` and ``label``.
+        calibration_share: Share of the examples for calibration.
+        test_share: Share of the examples for test.
+        seed: Seed of the random split (used only when it is needed).
+
+    Raises:
+        ValueError: When a part is empty or lacks one of the two outcomes.
     """
-    ordered = frame.sort_values("event_timestamp", kind="stable", ignore_index=True)
-    times = ordered["event_timestamp"]
-    test_start = times.iloc[int(len(ordered) * (1 - test_share))]
-    calib_start = times.iloc[int(len(ordered) * (1 - test_share - calibration_share))]
-    train = ordered[times < calib_start]
-    calib = ordered[(times >= calib_start) & (times < test_start)]
-    test = ordered[times >= test_start]
+    times = frame["event_timestamp"]
+    if len(frame) and times.nunique(dropna=False) == 1:
+        logger.warning(
+            "every example has the same moment (%s): no forward-in-time split is possible, "
+            "splitting at random by label instead; the test metrics then say nothing about "
+            "how the model holds up on later leads",
+            times.iloc[0],
+        )
+        train, calib, test = _random_split(
+            frame, calibration_share=calibration_share, test_share=test_share, seed=seed
+        )
+        kind: SplitKind = "random"
+    else:
+        ordered = frame.sort_values("event_timestamp", kind="stable", ignore_index=True)
+        times = ordered["event_timestamp"]
+        test_start = times.iloc[int(len(ordered) * (1 - test_share))]
+        calib_start = times.iloc[int(len(ordered) * (1 - test_share - calibration_share))]
+        train = ordered[times < calib_start]
+        calib = ordered[(times >= calib_start) & (times < test_start)]
+        test = ordered[times >= test_start]
+        kind = "time"
     for name, part in (("training", train), ("calibration", calib), ("test", test)):
         if part.empty or part["label"].nunique() < 2:
             raise ValueError(
                 f"the {name} period has {len(part)} examples and needs both outcomes; "
                 "more data or a longer history is needed to train"
             )
-    return train, calib, test
+    return ExampleSplit(train, calib, test, kind)
+
+
+def _random_split(
+    frame: pd.DataFrame, *, calibration_share: float, test_share: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Seeded split stratified by label: each part gets its share of each outcome."""
+    rng = np.random.default_rng(seed)
+    part = np.zeros(len(frame), dtype=np.int8)  # 0 train, 1 calibration, 2 test
+    labels = frame["label"].to_numpy()
+    for value in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == value))
+        n_test = round(len(rows) * test_share)
+        n_calib = round(len(rows) * calibration_share)
+        part[rows[:n_test]] = 2
+        part[rows[n_test : n_test + n_calib]] = 1
+    parts = tuple(frame[part == k].reset_index(drop=True) for k in range(3))
+    return parts[0], parts[1], parts[2]

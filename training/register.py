@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,16 @@ def log_and_register(
     tags: dict[str, str],
     model_name: str,
     champion_alias: str,
+    artifacts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RegisteredModel:
     """Log params, metrics and the model in one run; register it; alias it if none is champion.
 
     The band thresholds, feature service and feature list are also written as model version
     tags so that they can be read from the registry without loading the model.
+
+    Args:
+        artifacts: JSON documents logged with the run, by file name (e.g. the leakage audit
+            as ``leakage_audit.json``).
     """
     example = input_example[scorer.features].head(5)
     output = scorer.predict(None, example)
@@ -76,6 +82,8 @@ def log_and_register(
         mlflow.log_params(params)
         mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})
         mlflow.set_tags(tags)
+        for file_name, document in (artifacts or {}).items():
+            mlflow.log_dict(dict(document), file_name)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=scorer,

@@ -2,9 +2,10 @@
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 
-from training.dataset import label_snapshots
+from training.dataset import label_snapshots, split_by_time
 
 
 def test_labels_follow_outcome_horizon_and_maturity():
@@ -43,3 +44,96 @@ def test_labels_follow_outcome_horizon_and_maturity():
     assert report.examples == len(examples) == report.snapshots - 6
     assert report.positives == 2
     assert examples["event_timestamp"].is_monotonic_increasing
+
+
+def _label_recent_leads(outcomes):
+    """Two leads created 20 days before the present, horizon 60 days: no horizon has ended."""
+    leads = pd.DataFrame(
+        {"lead_id": [1, 2], "created_at": pd.to_datetime(["2024-12-11"] * 2, utc=True)}
+    )
+    stages = pd.DataFrame(columns=["lead_id", "changed_at", "stage"])
+    stages["changed_at"] = pd.to_datetime(stages["changed_at"], utc=True)
+    return label_snapshots(
+        leads=leads,
+        stage_changes=stages,
+        outcomes=outcomes,
+        snapshot_days=[1, 7],
+        horizon_days=60,
+        as_of=datetime(2024, 12, 31, tzinfo=UTC),
+    )
+
+
+def test_snapshots_of_closed_leads_are_mature_before_their_horizon_ends():
+    # given: lead 1 won and lead 2 lost 15 days after creation, well before horizons end
+    outcomes = pd.DataFrame(
+        {
+            "lead_id": [1, 2],
+            "closed_at": pd.to_datetime(["2024-12-26", "2024-12-26"], utc=True),
+            "result": ["won", "lost"],
+        }
+    )
+    # when
+    examples, report = _label_recent_leads(outcomes)
+    # then: the outcome is known, so every snapshot before it has its final label
+    by = {(r.lead_id, r.snapshot_kind): r.label for r in examples.itertuples()}
+    assert by == {(1, "day_1"): 1, (1, "day_7"): 1, (2, "day_1"): 0, (2, "day_7"): 0}
+    assert report.immature == 0 and report.examples == 4 and report.positives == 2
+
+
+def test_snapshots_of_open_leads_wait_for_their_horizon():
+    # given: lead 1 has no outcome, lead 2 closes only after the data's present
+    outcomes = pd.DataFrame(
+        {
+            "lead_id": [2],
+            "closed_at": pd.to_datetime(["2025-01-05"], utc=True),
+            "result": ["won"],
+        }
+    )
+    # when
+    examples, report = _label_recent_leads(outcomes)
+    # then: both could still be won: nothing is labelled yet
+    assert examples.empty
+    assert report.immature == report.snapshots == 4
+
+
+def _examples(times, n=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "lead_id": np.arange(n),
+            "event_timestamp": times,
+            "label": (rng.random(n) < 0.2).astype(int),
+        }
+    )
+
+
+def test_split_is_forward_in_time_when_times_differ():
+    # given
+    times = pd.date_range("2024-01-01", periods=1000, freq="h", tz="UTC")
+    frame = _examples(times).sample(frac=1.0, random_state=1)
+    # when
+    split = split_by_time(frame, calibration_share=0.15, test_share=0.2)
+    train, calibration, test = split
+    # then
+    assert split.kind == "time"
+    assert train["event_timestamp"].max() < calibration["event_timestamp"].min()
+    assert calibration["event_timestamp"].max() < test["event_timestamp"].min()
+    assert (len(train), len(calibration), len(test)) == (650, 150, 200)
+
+
+def test_split_falls_back_to_a_seeded_stratified_random_split_without_times(caplog):
+    # given: an export without timestamps: every example has the same moment
+    frame = _examples(pd.Timestamp("2024-06-30", tz="UTC"))
+    # when
+    split = split_by_time(frame, calibration_share=0.15, test_share=0.2, seed=3)
+    # then
+    assert split.kind == "random"
+    assert "same moment" in caplog.text
+    parts = (split.train, split.calibration, split.test)
+    assert sorted(pd.concat(parts)["lead_id"]) == list(range(1000))
+    assert [round(len(p) / 1000, 2) for p in parts] == [0.65, 0.15, 0.2]
+    base_rate = frame["label"].mean()
+    for part in parts:
+        assert abs(part["label"].mean() - base_rate) < 0.01  # stratified by label
+    again = split_by_time(frame, calibration_share=0.15, test_share=0.2, seed=3)
+    assert again.test["lead_id"].tolist() == split.test["lead_id"].tolist()
