@@ -9,6 +9,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from leadscore.dataset import load_manifest
 from leadscore.feature_catalog import MODEL_FEATURES, FeatureSpec
 from leadscore.settings import Settings, TrainingSettings
 from pipelines.feature_store import data_as_of, open_store
@@ -92,7 +93,7 @@ def run_training(
     settings: Settings,
     *,
     as_of: datetime | None = None,
-    post_outcome: Sequence[str] = (),
+    post_outcome: Sequence[str] | None = None,
     specs: Sequence[FeatureSpec] | None = None,
 ) -> TrainingResult:
     """Label snapshots, join features point in time, audit, fit, calibrate, evaluate, register.
@@ -100,9 +101,10 @@ def run_training(
     Args:
         settings: Paths, stores, training parameters, band thresholds, MLflow names.
         as_of: The data's present; default: the latest timestamp in the warehouse.
-        post_outcome: Columns known only after the outcome (from the data set's mapping);
-            the audit refuses any of them as a feature.
-        specs: Candidate features; default: every model feature of the catalog.
+        post_outcome: Columns known only after the outcome, refused as features; default:
+            those the data set's mapping file declared.
+        specs: Candidate features; default: every model feature of the catalog and the
+            data set's custom attributes.
 
     Returns:
         Label counts, the leakage audit, test metrics and the registered model version.
@@ -114,7 +116,11 @@ def run_training(
             unknown feature.
     """
     cfg = settings.training
-    candidates = tuple(MODEL_FEATURES if specs is None else specs)
+    manifest = load_manifest(settings.paths.warehouse)
+    # The catalog's features plus the custom attributes of the data set's mapping file.
+    candidates = tuple(MODEL_FEATURES + manifest.attribute_specs() if specs is None else specs)
+    if post_outcome is None:
+        post_outcome = manifest.post_outcome
     # Before the expensive join: a typo in a feature name should fail at once.
     check_feature_names(candidates, exclude=cfg.exclude_features, confirmed=cfg.confirmed_features)
     frame, label_report, moment = build_training_frame(settings, as_of=as_of)

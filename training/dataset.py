@@ -3,10 +3,10 @@
 A snapshot of a lead at moment ``t`` is labelled 1 when the lead closed won within
 ``horizon_days`` after ``t`` and 0 when it did not (closed lost, won only later, or never
 progressed). Snapshots taken after the lead's outcome was known are dropped. A snapshot's label
-is final (*mature*) once the lead has a closed outcome (won or lost) by the data's present, or
-else once its horizon has ended: a snapshot of a lead still open whose horizon has not ended
-could still be won, and counting it as lost would bias every probability downwards, so it is
-left out.
+is final (*mature*) once its horizon has ended: a snapshot of a lead still open whose horizon has
+not ended could still be won, and counting it as lost would bias every probability downwards,
+so it is left out. When every lead of the running horizons has closed already (an export that
+carries each lead's outcome), their labels are final too and they are kept.
 
 Training needs enough of both outcomes (:func:`check_minimum_outcomes`), and the examples are
 split forward in time (:func:`split_by_time`), or at random when they all share one moment.
@@ -105,8 +105,15 @@ def label_snapshots(
         & (frame["closed_at"] > frame["as_of"])
         & (frame["closed_at"] <= frame["as_of"] + horizon)
     )
-    # A closed outcome fixes the label at once; an open lead's label only once its horizon ended.
-    mature = known | (frame["as_of"] + horizon <= present)
+    # A snapshot whose horizon has ended has its final label. One whose horizon is still running
+    # does too if its lead has closed, but keeping those while dropping the still-open ones
+    # would pick recent examples by their outcome (won deals close faster than lost ones are
+    # recorded) and bias the newest, test period. So they count only when every running
+    # snapshot has closed: an export whose every lead carries its outcome.
+    ended = frame["as_of"] + horizon <= present
+    running = ~ended & ~after_outcome
+    all_closed = bool(known[running].all())
+    mature = ended | (known & all_closed)
     keep = ~after_outcome & mature
     examples = pd.DataFrame(
         {

@@ -96,6 +96,22 @@ def test_snapshots_of_open_leads_wait_for_their_horizon():
     assert report.immature == report.snapshots == 4
 
 
+def test_closed_recent_leads_wait_too_while_another_recent_lead_is_open():
+    # given: lead 1 won early, lead 2 is still open within its horizon
+    outcomes = pd.DataFrame(
+        {
+            "lead_id": [1],
+            "closed_at": pd.to_datetime(["2024-12-26"], utc=True),
+            "result": ["won"],
+        }
+    )
+    # when
+    examples, report = _label_recent_leads(outcomes)
+    # then: keeping only the closed one would pick recent examples by their outcome
+    assert examples.empty
+    assert report.immature == 4
+
+
 def _examples(times, n=1000, seed=0):
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
