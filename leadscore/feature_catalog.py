@@ -88,7 +88,10 @@ class FeatureSpec:
     def describe(self, value: object) -> str:
         """Render the reason label for a value of this feature."""
         if value is None or (isinstance(value, float) and value != value):
-            return f"{self.label.split(':')[0]}: unknown"
+            head, colon, _ = self.label.partition(":")
+            if colon and "{value}" not in head:  # "industry: {value}" -> "industry: unknown"
+                return f"{head}: unknown"
+            return self.label.format(value="unknown")  # "reached by {value}" -> "... unknown"
         if self.kind == "flag":
             return self.label.format(value="yes" if float(value) >= 0.5 else "no")  # type: ignore[arg-type]
         if self.kind == "numeric":

@@ -166,6 +166,11 @@ class TrainingSettings(BaseModel):
         default=120, gt=0, description="A snapshot is positive if the lead is won within this."
     )
     test_share: float = Field(default=0.2, gt=0.0, lt=0.5, description="Newest share for test.")
+    split: Literal["time", "random"] = Field(
+        default="time",
+        description="time: train on the past, test on the newest examples (the honest test); "
+        "random: by lead at random, only to compare with published cross-validation figures.",
+    )
     calibration_share: float = Field(
         default=0.15, gt=0.0, lt=0.5, description="Slice before the test period for calibration."
     )

@@ -30,6 +30,8 @@ app = typer.Typer(
 )
 features_app = typer.Typer(help="Feature store: apply definitions, build tables, materialize.")
 app.add_typer(features_app, name="features")
+quarantine_app = typer.Typer(help="Rows rejected by ingest: list them, replay them once fixed.")
+app.add_typer(quarantine_app, name="quarantine")
 console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -39,18 +41,33 @@ TABLE_NAMES = ("leads", "events", "stage_changes", "outcomes")
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file",
+            help="Settings file (LEADSCORE_... = value lines), e.g. one per data set; "
+            "variables already set in the environment win.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Predictive lead scoring: calibrated, fresh, explained.
 
     Typical first run (what `make run` does): `leadscore run-all`.
     """
+    if env_file is not None:
+        from dotenv import load_dotenv
+
+        load_dotenv(env_file, override=False)
+        get_settings.cache_clear()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:
         # Libraries' routine chatter (registry refreshes, deprecation notices) hides our output.
-        for noisy in ("feast", "py.warnings", "alembic", "mlflow.store"):
+        for noisy in ("feast", "py.warnings", "alembic", "mlflow.store", "great_expectations"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
@@ -146,11 +163,16 @@ def ingest(
     events: Annotated[Path | None, typer.Option(help="Events file.")] = None,
     stage_changes: Annotated[Path | None, typer.Option(help="Stage changes file.")] = None,
     outcomes: Annotated[Path | None, typer.Option(help="Outcomes file.")] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(help="Mapping file (YAML) of a CRM export in its own shape."),
+    ] = None,
 ) -> None:
     """Validate input tables; good rows to the warehouse, bad rows to quarantine.
 
     Nothing is dropped silently: every rejected row is kept in quarantine with the rules it
-    broke. Re-ingesting merges by key with what is already stored.
+    broke. Re-ingesting merges by key with what is already stored, so loading the same
+    export twice changes nothing.
 
     Examples:
 
@@ -159,10 +181,25 @@ def ingest(
         leadscore ingest --source-dir exports/2026-11
 
         leadscore ingest --leads leads.csv --outcomes deals.parquet
+
+        leadscore ingest --mapping examples/bank-marketing/mapping.yaml
     """
-    from pipelines.ingest import ingest_tables
+    from pipelines.ingest import ingest_mapping, ingest_tables
 
     settings = get_settings()
+    if mapping is not None:
+        if any(p is not None for p in (source_dir, leads, events, stage_changes, outcomes)):
+            raise _fail("--mapping names its own sources: leave out --source-dir and --leads ...")
+        mapped = _run(
+            "mapping, validating and ingesting",
+            lambda: ingest_mapping(
+                mapping,
+                warehouse_dir=settings.paths.warehouse,
+                quarantine_dir=settings.paths.quarantine,
+            ),
+        )
+        typer.echo(mapped.summary())
+        return
     explicit = {
         name: path
         for name, path in zip(TABLE_NAMES, (leads, events, stage_changes, outcomes), strict=True)
@@ -181,6 +218,103 @@ def ingest(
             sources=sources,
             warehouse_dir=settings.paths.warehouse,
             quarantine_dir=settings.paths.quarantine,
+        ),
+    )
+    typer.echo(report.summary())
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    table: Annotated[str | None, typer.Option(help="Only this table's rows.")] = None,
+    rule: Annotated[
+        str | None, typer.Option(help="Only rows that broke this rule, e.g. range:age.")
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also rows already replayed or superseded.")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="Rows shown (the summary counts all).", min=0)] = 20,
+    export: Annotated[
+        Path | None, typer.Option(help="Write the selected rows (all columns) to this CSV.")
+    ] = None,
+) -> None:
+    """Show quarantined rows: a count per table and rule, then each row with its reasons and
+    the values the source held.
+
+    Examples:
+
+        leadscore quarantine list
+
+        leadscore quarantine list --table events --rule lead_exists:lead_id --limit 5
+
+        leadscore quarantine list --export bad_rows.csv
+    """
+    from rich.table import Table
+
+    from pipelines.ingest import OPEN, TABLES, list_quarantine
+
+    if table is not None and table not in TABLES:
+        raise _fail(f"--table must be one of {', '.join(TABLES)}, not {table!r}")
+    rows = list_quarantine(get_settings().paths.quarantine)
+    if not show_all:
+        rows = rows[rows["status"] == OPEN]
+    if table is not None:
+        rows = rows[rows["table"] == table]
+    if rule is not None:
+        rows = rows[rows["rules"].str.split(";").map(lambda rules: rule in rules)]
+    if rows.empty:
+        console.print("the quarantine holds no such rows")
+        return
+    counts = rows.assign(rule=rows["rules"].str.split(";")).explode("rule")
+    summary = Table("table", "rule", "rows")
+    sizes = counts.groupby(["table", "rule"]).size().reset_index(name="n")
+    for name, broken, n in sizes.itertuples(index=False):
+        summary.add_row(str(name), str(broken), f"{n:,}")
+    out = Console()
+    out.width = max(out.width, 140)
+    out.print(summary)
+    detail = Table("table", "source", "row", "status", "why", "original row")
+    for r in rows.head(limit).itertuples(index=False):
+        detail.add_row(
+            str(r.table),
+            Path(str(r.source)).name,
+            str(r.row_number),
+            str(r.status),
+            str(r.messages),
+            str(r.original_row),
+        )
+    out.print(detail)
+    console.print(f"{len(rows):,} rows" + (f" (first {limit} shown)" if len(rows) > limit else ""))
+    if export is not None:
+        rows.to_csv(export, index=False)
+        console.print(f"written to {export}")
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    table: Annotated[str | None, typer.Option(help="Only this table's rows.")] = None,
+) -> None:
+    """Re-ingest the open quarantined rows from their sources, once the sources are fixed.
+
+    Each row is read again from its source (through its mapping file, if it came through
+    one) at the same row position and validated against what is stored now: rows that pass
+    are stored and marked replayed; rows that fail again stay quarantined with fresh reasons.
+    Fix the rows in place, or fix the mapping, or ingest what they refer to, then replay.
+
+    Examples:
+
+        leadscore quarantine replay
+
+        leadscore quarantine replay --table events
+    """
+    from pipelines.ingest import replay_quarantine
+
+    settings = get_settings()
+    report = _run(
+        "replaying quarantined rows",
+        lambda: replay_quarantine(
+            warehouse_dir=settings.paths.warehouse,
+            quarantine_dir=settings.paths.quarantine,
+            table=table,
         ),
     )
     typer.echo(report.summary())
@@ -247,8 +381,12 @@ def features_build(
 
 def _build_tables(settings: Settings, as_of: datetime | None) -> FeatureTables:
     from leadscore.event_log import EventLog, all_events
-    from pipelines.feature_store import build_feature_tables, publish_offline_tables
-    from pipelines.ingest import load_table
+    from pipelines.feature_store import (
+        build_feature_tables,
+        dataset_attributes,
+        publish_offline_tables,
+    )
+    from pipelines.ingest import load_attributes, load_table
 
     tables = {name: load_table(settings.paths.warehouse, name) for name in TABLE_NAMES}
     # Live events received by the API since the last ingest count too.
@@ -264,6 +402,8 @@ def _build_tables(settings: Settings, as_of: datetime | None) -> FeatureTables:
             half_life_days=settings.feast.half_life_days,
             horizon_days=settings.training.horizon_days,
             as_of=as_of,
+            attributes=load_attributes(settings.paths.warehouse),
+            attribute_specs=dataset_attributes(settings),
         ),
     )
     if settings.feast.offline_store == "postgres":
@@ -279,10 +419,12 @@ def features_apply() -> None:
 
         leadscore features apply
     """
-    from pipelines.feature_store import apply_definitions, open_store
+    from pipelines.feature_store import apply_definitions, dataset_attributes, open_store
 
+    settings = get_settings()
     names = _run(
-        "applying feature definitions", lambda: apply_definitions(open_store(get_settings()))
+        "applying feature definitions",
+        lambda: apply_definitions(open_store(settings), dataset_attributes(settings)),
     )
     console.print("applied: " + ", ".join(names))
 
@@ -364,7 +506,12 @@ def train(
         f"{result.labels.immature} immature, {result.labels.after_outcome} after outcome)\n"
         f"{result.audit.summary()}\n"
         + (
-            "split: at random (every example has the same moment)\n"
+            (
+                "split: at random by lead (training.split=random): compare with published "
+                "cross-validation, not with how the model holds up on later leads\n"
+                if settings.training.split == "random"
+                else "split: at random (every example has the same moment)\n"
+            )
             if result.split == "random"
             else ""
         )
@@ -425,7 +572,12 @@ def score_batch(
     written = _run(
         "writing scores",
         lambda: write_scores(
-            settings, scores, output=output, postgres_url=postgres_url, table=table
+            settings,
+            scores,
+            # A path typed on the command line is relative to where it is typed.
+            output=output.resolve() if output is not None else None,
+            postgres_url=postgres_url,
+            table=table,
         ),
     )
     counts = scores["band"].value_counts()
@@ -476,16 +628,22 @@ def run_all(
 
         leadscore run-all --no-serve
     """
-    from pipelines.feature_store import apply_definitions, materialize_features, open_store
+    from pipelines.feature_store import (
+        apply_definitions,
+        dataset_attributes,
+        materialize_features,
+        open_store,
+    )
     from pipelines.train_flow import run_training
 
     settings = get_settings()
     if "leads" not in _find_sources(settings.paths.raw):
         demo_data(None, None, None, None, "parquet", None)
-    ingest(None, None, None, None, None)
+    ingest(None, None, None, None, None, None)
     tables = _build_tables(settings, None)
     store = open_store(settings)
-    _run("applying feature definitions", lambda: apply_definitions(store))
+    attributes = dataset_attributes(settings)
+    _run("applying feature definitions", lambda: apply_definitions(store, attributes))
     moment = max(datetime.now().astimezone(), tables.as_of + timedelta(seconds=1))
     _run("materializing online features", lambda: materialize_features(store, end=moment))
     result = _run("training", lambda: run_training(settings))

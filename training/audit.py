@@ -95,7 +95,17 @@ class AuditReport:
             + ", ".join(f"{name} {value:.3f}" for name, value in strongest),
         ]
         if self.dropped_constant:
-            lines.append("constant on the training period: " + ", ".join(self.dropped_constant))
+            shown = list(self.dropped_constant[:12])
+            more = len(self.dropped_constant) - len(shown)
+            lines.append(
+                "constant on the training period: "
+                + ", ".join(shown)
+                + (
+                    f" and {more} more (leakage_audit.json in the MLflow run lists all)"
+                    if more
+                    else ""
+                )
+            )
         if self.excluded:
             lines.append("excluded: " + ", ".join(self.excluded))
         if self.confirmed:

@@ -216,7 +216,12 @@ class ExampleSplit:
 
 
 def split_by_time(
-    frame: pd.DataFrame, *, calibration_share: float, test_share: float, seed: int = 0
+    frame: pd.DataFrame,
+    *,
+    calibration_share: float,
+    test_share: float,
+    seed: int = 0,
+    kind: SplitKind = "time",
 ) -> ExampleSplit:
     """Forward-in-time split: oldest for training, then calibration, newest for test.
 
@@ -230,12 +235,18 @@ def split_by_time(
         calibration_share: Share of the examples for calibration.
         test_share: Share of the examples for test.
         seed: Seed of the random split (used only when it is needed).
+        kind: ``time`` (the default and the honest test) or ``random``: a random split by
+            lead, to compare with figures published from random cross-validation.
 
     Raises:
         ValueError: When a part is empty or lacks one of the two outcomes.
     """
     times = frame["event_timestamp"]
-    if len(frame) and times.nunique(dropna=False) == 1:
+    if kind == "random":
+        train, calib, test = _random_split(
+            frame, calibration_share=calibration_share, test_share=test_share, seed=seed
+        )
+    elif len(frame) and times.nunique(dropna=False) == 1:
         logger.warning(
             "every example has the same moment (%s): no forward-in-time split is possible, "
             "splitting at random by label instead; the test metrics then say nothing about "
@@ -245,7 +256,7 @@ def split_by_time(
         train, calib, test = _random_split(
             frame, calibration_share=calibration_share, test_share=test_share, seed=seed
         )
-        kind: SplitKind = "random"
+        kind = "random"
     else:
         ordered = frame.sort_values("event_timestamp", kind="stable", ignore_index=True)
         times = ordered["event_timestamp"]
@@ -267,15 +278,24 @@ def split_by_time(
 def _random_split(
     frame: pd.DataFrame, *, calibration_share: float, test_share: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Seeded split stratified by label: each part gets its share of each outcome."""
+    """Seeded split by lead, stratified by label: each part gets its share of each outcome,
+    and every snapshot of a lead falls in the same part."""
     rng = np.random.default_rng(seed)
-    part = np.zeros(len(frame), dtype=np.int8)  # 0 train, 1 calibration, 2 test
-    labels = frame["label"].to_numpy()
+    if "lead_id" in frame.columns:
+        leads = frame.groupby("lead_id", sort=True)["label"].max()
+        ids, labels = leads.index.to_numpy(), leads.to_numpy()
+    else:
+        ids, labels = np.arange(len(frame)), frame["label"].to_numpy()
+    lead_part = np.zeros(len(ids), dtype=np.int8)  # 0 train, 1 calibration, 2 test
     for value in np.unique(labels):
         rows = rng.permutation(np.flatnonzero(labels == value))
         n_test = round(len(rows) * test_share)
         n_calib = round(len(rows) * calibration_share)
-        part[rows[:n_test]] = 2
-        part[rows[n_test : n_test + n_calib]] = 1
+        lead_part[rows[:n_test]] = 2
+        lead_part[rows[n_test : n_test + n_calib]] = 1
+    if "lead_id" in frame.columns:
+        part = pd.Series(lead_part, index=ids).reindex(frame["lead_id"]).to_numpy()
+    else:
+        part = lead_part
     parts = tuple(frame[part == k].reset_index(drop=True) for k in range(3))
     return parts[0], parts[1], parts[2]

@@ -153,3 +153,16 @@ def test_split_falls_back_to_a_seeded_stratified_random_split_without_times(capl
         assert abs(part["label"].mean() - base_rate) < 0.01  # stratified by label
     again = split_by_time(frame, calibration_share=0.15, test_share=0.2, seed=3)
     assert again.test["lead_id"].tolist() == split.test["lead_id"].tolist()
+
+
+def test_random_split_on_request_keeps_each_lead_in_one_part():
+    # given: two snapshots per lead, spread in time
+    times = pd.date_range("2024-01-01", periods=2000, freq="h", tz="UTC")
+    frame = _examples(times, n=2000).assign(lead_id=np.arange(2000) // 2)
+    # when
+    split = split_by_time(frame, calibration_share=0.15, test_share=0.2, seed=3, kind="random")
+    # then
+    assert split.kind == "random"
+    parts = [set(p["lead_id"]) for p in (split.train, split.calibration, split.test)]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert abs(len(split.test) / len(frame) - 0.2) < 0.02
