@@ -125,7 +125,11 @@ def run_training(
     check_feature_names(candidates, exclude=cfg.exclude_features, confirmed=cfg.confirmed_features)
     frame, label_report, moment = build_training_frame(settings, as_of=as_of)
     split = split_by_time(
-        frame, calibration_share=cfg.calibration_share, test_share=cfg.test_share, seed=cfg.seed
+        frame,
+        calibration_share=cfg.calibration_share,
+        test_share=cfg.test_share,
+        seed=cfg.seed,
+        kind=cfg.split,
     )
     train, calibration, test = split.train, split.calibration, split.test
     audit = audit_features(
