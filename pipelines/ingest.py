@@ -207,63 +207,21 @@ class IngestReport:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``) file as it is.
+    """Read a contract-shaped CSV (``.csv``, ``.csv.gz``, ...) or Parquet file as it is.
 
     CSV cells are returned as strings, exactly as written (nothing is inferred or turned
     into NaN), so that the original values survive into the quarantine; Parquet columns keep
-    their stored types.
-
-    Args:
-        path: The file.
-
-    Returns:
-        The file's rows with a fresh ``RangeIndex``.
+    their stored types (see :mod:`pipelines.sources`).
 
     Raises:
         IngestError: If the file is missing, has an unsupported suffix or cannot be read.
     """
-    path = Path(path)
-    name = path.name.lower()
-    if not path.is_file():
-        raise IngestError(f"{path}: file not found")
     try:
-        if name.endswith((".csv", ".csv.gz")):
-            frame = _read_csv_as_text(path)
-        elif name.endswith(".parquet"):
-            frame = pd.read_parquet(path)
-        else:
-            raise IngestError(f"{path}: unsupported file type; expected .csv, .csv.gz or .parquet")
-    except IngestError:
-        raise
-    except Exception as e:  # pandas/pyarrow raise many types for a corrupt file
-        raise IngestError(f"{path}: cannot read the file: {e}") from e
+        frame = read_source(Path(path))
+    except SourceError as e:
+        raise IngestError(str(e)) from e
     frame.index = pd.RangeIndex(len(frame))
     return frame
-
-
-def _read_csv_as_text(path: Path) -> pd.DataFrame:
-    """Every cell as the string written (empty cells as ``""``).
-
-    pandas' pyarrow engine converts timestamps before applying ``dtype=str`` (so
-    ``2024-01-01T00:00:00Z`` comes back as ``2024-01-01 00:00:00+00:00``), and its C engine is
-    about twice as slow; pyarrow told that every column is a string does neither.
-    """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    names = [str(c) for c in pd.read_csv(path, nrows=0).columns]
-    if len(set(names)) != len(names):
-        raise IngestError(f"{path}: duplicate column names in the header: {names}")
-    table = pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names},
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-    return table.to_pandas()
 
 
 # --- Coercion ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pipelines.ingest import (
     list_quarantine,
     load_table,
     read_table,
+    replay_quarantine,
 )
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -452,3 +453,30 @@ def test_absent_tables_and_quarantine_read_back_empty_with_their_columns(tmp_pat
     assert quarantined.empty and "original_row" in quarantined.columns
     with pytest.raises(KeyError, match="unknown table"):
         load_table(tmp_path, "deals")
+
+
+def test_replay_of_contract_files_takes_events_once_their_lead_is_stored(tmp_path: Path) -> None:
+    # given: events of a lead that is not in this export, and a lead with a bad channel
+    _ingest(
+        tmp_path,
+        {
+            "leads": _write_leads(
+                tmp_path / "leads.csv", [(1, "2024-01-01", "website"), (2, "2024-01-01", "fax")]
+            ),
+            "events": _write_events(
+                tmp_path / "events.csv", [("e1", 1, "page_view"), ("e2", 3, "demo_request")]
+            ),
+        },
+    )
+    # when: lead 3 arrives in a later export, and lead 2's channel is fixed in its file
+    _ingest(tmp_path, {"leads": _write_leads(tmp_path / "more.csv", [(3, "2024-01-02", "event")])})
+    _write_leads(tmp_path / "leads.csv", [(1, "2024-01-01", "website"), (2, "2024-01-01", "other")])
+    report = replay_quarantine(
+        warehouse_dir=tmp_path / "warehouse", quarantine_dir=tmp_path / "quarantine", now=NOW
+    )
+    # then
+    assert (report.replayed, report.accepted, report.still_quarantined) == (2, 2, 0)
+    assert sorted(load_table(tmp_path / "warehouse", "events")["event_id"]) == ["e1", "e2"]
+    leads = load_table(tmp_path / "warehouse", "leads").set_index("lead_id")
+    assert leads.loc[2, "source_channel"] == "other"
+    assert set(list_quarantine(tmp_path / "quarantine")["status"]) == {"replayed"}
