@@ -78,8 +78,9 @@ def build_training_frame(
         snapshot_days=cfg.snapshot_days,
         horizon_days=cfg.horizon_days,
         as_of=moment,
+        target=cfg.target,
     )
-    logger.info("labels: %s", label_report)
+    logger.info("labels (%s): %s", cfg.target, label_report)
     check_minimum_outcomes(examples, min_won=cfg.min_won, min_lost=cfg.min_lost)
     frame = fetch_training_features(
         store=open_store(settings),
@@ -188,7 +189,7 @@ def run_training(
         },
         metrics={f"test_{k}": v for k, v in metrics.items()},
         tags={
-            "target": "lead_to_won",
+            "target": cfg.target,
             "test_start": str(test["event_timestamp"].min()),
             "split": split.kind,
         },

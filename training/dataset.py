@@ -60,6 +60,47 @@ class LabelReport:
         return asdict(self)
 
 
+Target = Literal["lead_to_won", "sql_to_won", "lead_to_sql"]
+TARGETS: dict[str, str] = {
+    "lead_to_won": "every lead: won within the horizon (closed SQL outcomes)",
+    "sql_to_won": "sales-qualified leads only, from the moment they became SQL: won within the "
+    "horizon (scores the sales pipeline)",
+    "lead_to_sql": "every lead: becomes sales-qualified (SQL or a later stage) within the horizon",
+}
+_SQL_OR_LATER = ("SQL", "opportunity", "won")
+
+
+def _first_stage(stage_changes: pd.DataFrame, stages: tuple[str, ...]) -> pd.Series:
+    """Lead id -> the first time it entered one of ``stages``."""
+    rows = stage_changes[stage_changes["stage"].isin(stages)]
+    return rows.groupby("lead_id")["changed_at"].min()
+
+
+def _target_times(
+    target: Target, *, stage_changes: pd.DataFrame, outcomes: pd.DataFrame
+) -> pd.DataFrame:
+    """Per lead: ``hit_at`` (when the target happened) and ``final_at`` (when the lead's
+    answer became final: the hit, or a closed loss that rules it out)."""
+    closed = outcomes[["lead_id", "closed_at", "result"]].drop_duplicates("lead_id")
+    closed = closed.set_index("lead_id")
+    if target == "lead_to_sql":
+        # A won deal without recorded stages still passed through SQL.
+        won_at = closed.loc[closed["result"] == "won", "closed_at"]
+        reached = _first_stage(stage_changes, _SQL_OR_LATER)
+        hit = pd.concat([reached, won_at], axis=1).min(axis=1)
+        lost_at = closed.loc[closed["result"] == "lost", "closed_at"]
+        both = pd.concat([hit.rename("hit"), lost_at.rename("lost")], axis=1)
+        final = both["hit"].fillna(both["lost"])
+    else:
+        hit = closed.loc[closed["result"] == "won", "closed_at"]
+        final = closed["closed_at"]
+    out = pd.DataFrame({"hit_at": hit, "final_at": final})
+    out.index.name = "lead_id"
+    for column in ("hit_at", "final_at"):
+        out[column] = pd.to_datetime(out[column], utc=True).astype("datetime64[us, UTC]")
+    return out.reset_index()
+
+
 def label_snapshots(
     *,
     leads: pd.DataFrame,
@@ -68,22 +109,29 @@ def label_snapshots(
     snapshot_days: list[int],
     horizon_days: int,
     as_of: datetime,
+    target: Target = "lead_to_won",
 ) -> tuple[pd.DataFrame, LabelReport]:
     """Build labelled training snapshots.
 
     Args:
         leads: Validated leads.
-        stage_changes: Validated stage changes (for the SQL snapshot).
+        stage_changes: Validated stage changes (for the SQL snapshot and SQL targets).
         outcomes: Validated outcomes (won/lost with ``closed_at``).
         snapshot_days: Days after creation at which snapshots are taken.
-        horizon_days: A snapshot is positive if the lead is won within this many days.
+        horizon_days: A snapshot is positive if the target happens within this many days.
         as_of: The data's present. Outcomes closed later are not known yet; a snapshot of a
             lead without a known outcome whose horizon ends later is immature.
+        target: What converting means (see :data:`TARGETS`): ``lead_to_won`` (default),
+            ``sql_to_won`` (only snapshots of leads at or after their SQL moment) or
+            ``lead_to_sql`` (positive when the lead reaches SQL or a later stage; a closed loss
+            without it is a final negative).
 
     Returns:
         Examples (``lead_id``, ``event_timestamp``, ``snapshot_kind``, ``label``) sorted by
         time, and the counts of what was left out.
     """
+    if target not in TARGETS:
+        raise ValueError(f"training.target: {target!r} is not one of {', '.join(TARGETS)}")
     snaps = snapshot_times(
         leads=leads,
         stage_changes=stage_changes,
@@ -92,18 +140,22 @@ def label_snapshots(
         include_current=False,
     )
     snaps = snaps[snaps["snapshot_kind"] != CURRENT]
-    closed = outcomes[["lead_id", "closed_at", "result"]].drop_duplicates("lead_id")
-    frame = snaps.merge(closed, on="lead_id", how="left")
+    if target == "sql_to_won":
+        sql_at = _first_stage(stage_changes, _SQL_OR_LATER)
+        entered = snaps["lead_id"].map(sql_at)
+        snaps = snaps[entered.notna() & (snaps["as_of"] >= entered)]
+    times = _target_times(target, stage_changes=stage_changes, outcomes=outcomes)
+    frame = snaps.merge(times, on="lead_id", how="left")
     horizon = pd.Timedelta(days=horizon_days)
     present = pd.Timestamp(as_of)
     present = present.tz_convert("UTC") if present.tzinfo else present.tz_localize("UTC")
-    known = frame["closed_at"].notna() & (frame["closed_at"] <= present)
-    after_outcome = known & (frame["closed_at"] <= frame["as_of"])
+    known = frame["final_at"].notna() & (frame["final_at"] <= present)
+    after_outcome = known & (frame["final_at"] <= frame["as_of"])
     won_in_horizon = (
-        known
-        & (frame["result"] == "won")
-        & (frame["closed_at"] > frame["as_of"])
-        & (frame["closed_at"] <= frame["as_of"] + horizon)
+        frame["hit_at"].notna()
+        & (frame["hit_at"] <= present)
+        & (frame["hit_at"] > frame["as_of"])
+        & (frame["hit_at"] <= frame["as_of"] + horizon)
     )
     # A snapshot whose horizon has ended has its final label. One whose horizon is still running
     # does too if its lead has closed, but keeping those while dropping the still-open ones

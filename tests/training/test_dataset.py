@@ -166,3 +166,56 @@ def test_random_split_on_request_keeps_each_lead_in_one_part():
     parts = [set(p["lead_id"]) for p in (split.train, split.calibration, split.test)]
     assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
     assert abs(len(split.test) / len(frame) - 0.2) < 0.02
+
+
+def _pipeline(target):
+    """Four leads of 2024-01-01: 1 SQL on day 5 then won, 2 SQL on day 5 then lost, 3 lost
+    without SQL, 4 SQL on day 3 (no deal yet); present 2024-12-31, horizon 60 days."""
+    leads = pd.DataFrame(
+        {"lead_id": [1, 2, 3, 4], "created_at": pd.to_datetime(["2024-01-01"] * 4, utc=True)}
+    )
+    stages = pd.DataFrame(
+        {
+            "lead_id": [1, 2, 4],
+            "changed_at": pd.to_datetime(["2024-01-06", "2024-01-06", "2024-01-04"], utc=True),
+            "stage": ["SQL", "SQL", "SQL"],
+        }
+    )
+    outcomes = pd.DataFrame(
+        {
+            "lead_id": [1, 2, 3],
+            "closed_at": pd.to_datetime(["2024-02-01", "2024-02-01", "2024-01-03"], utc=True),
+            "result": ["won", "lost", "lost"],
+        }
+    )
+    examples, _ = label_snapshots(
+        leads=leads,
+        stage_changes=stages,
+        outcomes=outcomes,
+        snapshot_days=[1],
+        horizon_days=60,
+        as_of=datetime(2024, 12, 31, tzinfo=UTC),
+        target=target,
+    )
+    return {(r.lead_id, r.snapshot_kind): r.label for r in examples.itertuples()}
+
+
+def test_lead_to_sql_is_positive_when_the_lead_becomes_sales_qualified():
+    by = _pipeline("lead_to_sql")
+    # 1, 2 and 4 reach SQL after day 1; 3 lost on day 2 without it; SQL snapshots come after
+    # the target happened and are left out.
+    assert by == {(1, "day_1"): 1, (2, "day_1"): 1, (3, "day_1"): 0, (4, "day_1"): 1}
+
+
+def test_sql_to_won_scores_only_sales_qualified_leads_from_their_sql_moment():
+    by = _pipeline("sql_to_won")
+    # day-1 snapshots come before SQL; lead 3 never was SQL; lead 4 has no outcome but its
+    # horizon ended: not won.
+    assert by == {(1, "sql"): 1, (2, "sql"): 0, (4, "sql"): 0}
+
+
+def test_an_unknown_target_is_refused_by_name():
+    import pytest
+
+    with pytest.raises(ValueError, match="training.target: 'lead_to_mql'"):
+        _pipeline("lead_to_mql")
