@@ -162,8 +162,13 @@ class TrainingSettings(BaseModel):
     snapshot_days: list[int] = Field(
         default=[1, 7, 30], description="Snapshots taken this many days after lead creation."
     )
+    target: Literal["lead_to_won", "sql_to_won", "lead_to_sql"] = Field(
+        default="lead_to_won",
+        description="What converting means: lead -> won (every lead), SQL -> won (the sales "
+        "pipeline: only leads from their SQL moment), or lead -> SQL.",
+    )
     horizon_days: int = Field(
-        default=120, gt=0, description="A snapshot is positive if the lead is won within this."
+        default=120, gt=0, description="A snapshot is positive if the target happens within this."
     )
     test_share: float = Field(default=0.2, gt=0.0, lt=0.5, description="Newest share for test.")
     split: Literal["time", "random"] = Field(

@@ -217,5 +217,5 @@ def test_sql_to_won_scores_only_sales_qualified_leads_from_their_sql_moment():
 def test_an_unknown_target_is_refused_by_name():
     import pytest
 
-    with pytest.raises(ValueError, match="training.target: 'lead_to_mql'"):
+    with pytest.raises(ValueError, match=r"training\.target: 'lead_to_mql'"):
         _pipeline("lead_to_mql")
