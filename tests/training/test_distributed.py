@@ -47,7 +47,7 @@ def test_dask_training_matches_local_training_quality():
 
 
 def test_an_unreachable_scheduler_is_named():
-    with pytest.raises(ValueError, match="tcp://127.0.0.1:1"):
+    with pytest.raises(ValueError, match=r"tcp://127\.0\.0\.1:1"):
         train_on_dask(
             X=np.zeros((10, 1)),
             y=np.zeros(10),
