@@ -27,3 +27,18 @@ def test_model_review_notebook_runs_on_the_trained_stack(stack, monkeypatch):
     assert namespace["test_metrics"]["roc_auc"] == pytest.approx(stack.training.metrics["roc_auc"])
     assert namespace["bands"]["leads"].sum() == len(namespace["leads"])
     assert len(namespace["importance"]) == 15
+
+
+def test_exploration_notebook_runs_on_the_stack_data(stack, monkeypatch):
+    monkeypatch.setenv("LEADSCORE_PATHS__ROOT", str(stack.settings.paths.root))
+    settings_module.get_settings.cache_clear()
+    try:
+        namespace = runpy.run_path(str(NOTEBOOKS / "exploration.py"))
+    finally:
+        settings_module.get_settings.cache_clear()
+    funnel = namespace["funnel"]
+    # The funnel narrows: every stage's rate is at most the one before it.
+    rates = funnel[["MQL_rate", "SQL_rate", "opportunity_rate", "won_rate"]].to_numpy()
+    assert (rates[:, 1:] <= rates[:, :-1] + 1e-12).all()
+    assert funnel.loc["all", "leads"] == len(namespace["tables"]["leads"])
+    assert namespace["cohorts"]["leads"].sum() == len(namespace["tables"]["leads"])
