@@ -225,6 +225,38 @@ class ServingSettings(BaseModel):
     port: int = Field(default=8000, gt=0, lt=65536, description="Port of `leadscore serve`.")
     model_alias: str = Field(default="champion", description="Registry alias the API serves.")
     top_reasons: int = Field(default=5, gt=0, le=20, description="Reasons per score.")
+    reload_seconds: float = Field(
+        default=30.0,
+        ge=0.0,
+        description="How often the API asks the registry which version the alias points to "
+        "and swaps in a new one (0: never; the model loaded at start-up is served).",
+    )
+
+
+PromotionMetric = Literal["roc_auc", "pr_auc", "brier", "log_loss", "ece"]
+
+
+class PromotionSettings(BaseModel):
+    """When a challenger may replace the champion (`leadscore promote`, `leadscore retrain`)."""
+
+    metrics: list[PromotionMetric] = Field(
+        default=["roc_auc", "brier"],
+        min_length=1,
+        description="Test metrics on which the challenger must not be worse than the champion "
+        "(both measured on the challenger's test period).",
+    )
+    tolerance: dict[PromotionMetric, float] = Field(
+        default={"roc_auc": 0.005, "brier": 0.002},
+        description="How much worse than the champion a metric may be and still pass "
+        "(0 for a metric not listed here).",
+    )
+
+    @model_validator(mode="after")
+    def _non_negative(self) -> PromotionSettings:
+        negative = sorted(f"{k}={v}" for k, v in self.tolerance.items() if v < 0)
+        if negative:
+            raise ValueError(f"promotion.tolerance must not be negative: {', '.join(negative)}")
+        return self
 
 
 class WritebackSettings(BaseModel):
@@ -262,6 +294,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     events: EventsSettings = EventsSettings()
     writeback: WritebackSettings = WritebackSettings()
+    promotion: PromotionSettings = PromotionSettings()
 
     @property
     def tracking_uri(self) -> str:

@@ -21,6 +21,7 @@ from leadscore.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from pipelines.feature_store import FeatureTables
+    from training.promotion import Decision
 
 app = typer.Typer(
     name="leadscore",
@@ -520,6 +521,177 @@ def train(
         f"registered {result.model.name} version {result.model.version}"
         + (f" ({', '.join(result.model.aliases)})" if result.model.aliases else "")
     )
+
+
+models_app = typer.Typer(help="Registered model versions: champion decisions and their history.")
+app.add_typer(models_app, name="models")
+
+
+def _print_decision(decision: Decision) -> None:
+    typer.echo(decision.summary())
+
+
+@app.command()
+def promote(
+    version: Annotated[
+        str | None, typer.Option(help="Version to promote (default: the challenger).")
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Promote even if the rule refuses it (needs --reason)."),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="Why (required with --force); recorded in the history.")
+    ] = None,
+) -> None:
+    """Make the challenger (or --version) the champion if it is not worse than the champion.
+
+    The rule compares both models on the challenger's test period, as measured when it was
+    trained: on each of promotion.metrics (default ROC AUC and Brier score) the challenger may
+    be worse by at most promotion.tolerance. A refusal exits with status 1 and lists each
+    metric, both values, the tolerance and the verdict. If the champion changed since the
+    challenger was trained, train again (`leadscore retrain --anyway`) or force. Every
+    decision is recorded (`leadscore models history`); the API serves the new champion within
+    serving.reload_seconds.
+
+    Examples:
+
+        leadscore promote
+
+        leadscore promote --version 7 --force --reason "Q4 campaign mix; approved by sales ops"
+    """
+    from training.promotion import promote as promote_version
+
+    if force and not (reason and reason.strip()):
+        raise _fail("--force needs --reason: say why the rule is overridden (it is recorded)")
+    settings = get_settings()
+    decision = _run(
+        "applying the promotion rule",
+        lambda: promote_version(settings, version=version, force=force, reason=reason),
+    )
+    _print_decision(decision)
+    if decision.action == "refused":
+        console.print(
+            f"to promote it anyway: leadscore promote --version {decision.version} --force "
+            '--reason "..."'
+        )
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str | None, typer.Option(help="Why; recorded in the history.")] = None,
+) -> None:
+    """Restore the previous champion: the one the current champion replaced.
+
+    Undoes the last champion change recorded in the history: after versions 1, 2 and 3 were
+    promoted in turn, a rollback restores 2 and a second one 1. The API serves it within
+    serving.reload_seconds.
+
+    Examples:
+
+        leadscore rollback --reason "conversion of hot leads dropped after the release"
+    """
+    from training.promotion import rollback as rollback_champion
+
+    settings = get_settings()
+    decision = _run("rolling back", lambda: rollback_champion(settings, reason=reason))
+    _print_decision(decision)
+
+
+@models_app.command("history")
+def models_history(
+    limit: Annotated[int, typer.Option(help="Newest decisions shown.", min=1)] = 20,
+) -> None:
+    """Every champion decision, newest first: when, what, which version, the champion before,
+    the metrics compared, the reason and who (OS user). Kept in the model registry.
+
+    Examples:
+
+        leadscore models history
+
+        leadscore models history --limit 5
+    """
+    from rich.table import Table
+
+    from training.promotion import read_history
+
+    decisions = _run("reading the history", lambda: read_history(get_settings(), limit=None))
+    if not decisions:
+        console.print("no decision recorded yet")
+        return
+    table = Table(
+        "time (UTC)", "action", "version", "previous champion", "metrics", "reason", "who"
+    )
+    for d in decisions[:limit]:
+        table.add_row(
+            f"{d.at:%Y-%m-%d %H:%M:%S}",
+            d.action,
+            d.version,
+            d.previous_champion or "-",
+            d.metrics_text().replace("; ", "\n") or "-",
+            "\n".join(text for text in (d.reason, d.detail) if text),
+            d.user,
+        )
+    out = Console()
+    out.width = max(out.width, 160)  # a readable table even when piped
+    out.print(table)
+    shown = min(limit, len(decisions))
+    console.print(
+        f"{len(decisions)} decisions"
+        + (f" ({shown} newest shown)" if shown < len(decisions) else "")
+    )
+
+
+@app.command()
+def retrain(
+    anyway: Annotated[
+        bool, typer.Option("--anyway", help="Train even if no outcome arrived since last time.")
+    ] = False,
+) -> None:
+    """Retrain on the outcomes fed back since the last training, then apply the promotion rule.
+
+    Counts the outcomes in the warehouse that the last training did not see (ingest them
+    first; run `leadscore features build` and `features materialize` for fresh features),
+    stops if there are none, else trains a challenger (compared with the champion on its own
+    test period) and promotes it if it is not worse (`leadscore promote`'s rule). Prints the
+    new outcomes, both models' metrics and the decision; a refusal is a normal end (status 0).
+
+    Examples:
+
+        leadscore ingest --outcomes deals_this_week.csv && leadscore retrain
+
+        leadscore retrain --anyway
+    """
+    from pipelines.ingest import load_table
+    from pipelines.train_flow import run_training
+    from training.promotion import new_outcomes
+    from training.promotion import promote as promote_version
+
+    settings = get_settings()
+    fresh = _run(
+        "counting new outcomes",
+        lambda: new_outcomes(settings, load_table(settings.paths.warehouse, "outcomes")),
+    )
+    typer.echo(fresh.describe())
+    if fresh.count == 0 and not anyway:
+        typer.echo("no new outcomes: nothing to retrain on (--anyway trains all the same)")
+        return
+    result = _run("training", lambda: run_training(settings))
+    m = result.metrics
+    typer.echo(
+        f"trained version {result.model.version} on {result.labels.examples} examples "
+        f"({result.labels.positives} converted): test ROC AUC {m['roc_auc']:.4f}, "
+        f"Brier {m['brier']:.4f}"
+    )
+    if settings.mlflow.champion_alias in result.model.aliases:
+        typer.echo(f"bootstrap: version {result.model.version} is the champion (there was none)")
+        return
+    decision = _run(
+        "applying the promotion rule",
+        lambda: promote_version(settings, version=result.model.version),
+    )
+    _print_decision(decision)
 
 
 @app.command("score-batch")

@@ -1,8 +1,13 @@
-"""FastAPI app factory; ``leadscore serve`` runs ``serving.app:create_app`` as a factory."""
+"""FastAPI app factory; ``leadscore serve`` runs ``serving.app:create_app`` as a factory.
+
+While the app runs, a background thread asks the registry every ``serving.reload_seconds``
+which version the served alias points to, and swaps in a new one (:func:`reload_model`).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -18,6 +23,59 @@ from serving.service import ScoringService, load_service
 logger = logging.getLogger(__name__)
 
 ServiceLoader = Callable[[Settings], ScoringService]
+# How long shutdown waits for a reload in progress (the thread is a daemon: it never blocks exit).
+_STOP_TIMEOUT_SECONDS = 10.0
+
+
+def reload_model(app: FastAPI) -> bool:
+    """Serve the version the alias points to now, if it changed: what the reload thread runs.
+
+    Without a service yet (no model at start-up), the app's loader is tried again, so an API
+    started before the first training becomes ready once a version has the alias. A failed
+    load is logged and leaves the served model (and ``/ready``) as they were.
+
+    Returns:
+        Whether another model version is served now.
+    """
+    service: ScoringService | None = app.state.service
+    try:
+        if service is None:
+            app.state.service = app.state.loader(app.state.settings)
+            app.state.load_error = app.state.reload_error = None
+            logger.info("scoring service ready: version %s", app.state.service.model_version)
+            return True
+        changed = service.reload_if_changed() is not None
+        app.state.reload_error = None
+        return changed
+    except Exception as e:  # a background job: report, keep serving, try again next time
+        app.state.reload_error = f"{type(e).__name__}: {e}"
+        if service is None:
+            app.state.load_error = str(e)
+        logger.error("model reload failed, serving as before: %s", app.state.reload_error)
+        return False
+
+
+class ModelReloader:
+    """Calls :func:`reload_model` every ``interval`` seconds in a daemon thread."""
+
+    def __init__(self, app: FastAPI, interval: float) -> None:
+        self._app = app
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="leadscore-model-reload", daemon=True
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            reload_model(self._app)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=_STOP_TIMEOUT_SECONDS)
 
 
 def create_app(settings: Settings | None = None, loader: ServiceLoader = load_service) -> FastAPI:
@@ -26,7 +84,7 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
     Args:
         settings: Configuration; default: :func:`get_settings`.
         loader: Builds the scoring service at start-up (the model from the registry and the
-            online store by default).
+            online store by default); also retried by the reload thread while it failed.
     """
     cfg = settings or get_settings()
 
@@ -34,15 +92,25 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.service = None
         app.state.load_error = None
+        app.state.reload_error = None
         app.state.settings = cfg
+        app.state.loader = loader
         try:
             app.state.service = loader(cfg)
         except (LookupError, OSError, ValueError, TypeError) as e:
             # Start anyway so /health answers and /ready says why scoring is unavailable.
             app.state.load_error = str(e)
             logger.error("scoring service not ready: %s", e)
-        yield
-        app.state.service = None
+        reloader = None
+        if cfg.serving.reload_seconds > 0:
+            reloader = ModelReloader(app, cfg.serving.reload_seconds)
+            reloader.start()
+        try:
+            yield
+        finally:
+            if reloader is not None:
+                reloader.stop()
+            app.state.service = None
 
     app = FastAPI(
         title="leadscore",

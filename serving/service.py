@@ -1,15 +1,21 @@
 """The scoring service: online features -> calibrated probability, band and reasons.
 
 No FastAPI here: the app builds one :class:`ScoringService` at start-up and routes call it.
+The service can swap in another model version while it serves
+(:meth:`ScoringService.reload_if_changed`): the new version is loaded completely first, then
+replaces the old one in a single assignment, so a request scores with one version from start
+to end.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -19,7 +25,6 @@ from leadscore.event_log import EventLog
 from leadscore.live import LiveFeatures
 from leadscore.scorer import LeadScorer, Reason
 from leadscore.settings import Settings
-from leadscore.tracking import connect_tracking
 from serving.errors import InvalidInputError, LeadNotFoundError, NotReadyError
 
 if TYPE_CHECKING:
@@ -67,8 +72,98 @@ class OnlineFeatures:
         return row
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded model version with the feature lookup of its feature service."""
+
+    scorer: LeadScorer
+    lookup: FeatureLookup
+    name: str
+    version: str
+
+
+def aliased_version(tracking_uri: str, model_name: str, alias: str) -> str:
+    """The version of a registered model an alias points to.
+
+    Raises:
+        LookupError: No version carries the alias.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as e:
+        raise LookupError(
+            f"no version of model {model_name!r} has alias {alias!r}: run `leadscore train` first"
+        ) from e
+    return str(version.version)
+
+
+class ModelSource:
+    """The registry alias a service serves: the version it points to, and loading a version.
+
+    Uses its own MLflow client (no process-wide tracking URI), so a background reload never
+    depends on, or changes, what other code in the process points MLflow at.
+
+    Args:
+        tracking_uri: MLflow tracking and registry URI.
+        model_name: Registered model name.
+        alias: The alias served (``serving.model_alias``).
+        store: The Feast store the lookups read from.
+    """
+
+    def __init__(
+        self, *, tracking_uri: str, model_name: str, alias: str, store: FeatureStore
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.alias = alias
+        self._store = store
+
+    def current_version(self) -> str:
+        """The version the alias points to now.
+
+        Raises:
+            LookupError: No version carries the alias.
+        """
+        return aliased_version(self.tracking_uri, self.model_name, self.alias)
+
+    def load(self, version: str) -> ServedModel:
+        """Load a version completely: the model and the lookup of its feature service.
+
+        Raises:
+            LookupError: Its artifacts cannot be read, or its feature service is not in the
+                Feast registry.
+            TypeError: The version is not a LeadScorer.
+        """
+        from mlflow.exceptions import MlflowException
+
+        import mlflow
+
+        uri = f"models:/{self.model_name}/{version}"
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
+            scorer = mlflow.pyfunc.load_model(local).unwrap_python_model()
+        except (MlflowException, OSError) as e:
+            raise LookupError(f"{uri} could not be loaded: {e}") from e
+        if not isinstance(scorer, LeadScorer):
+            raise TypeError(f"{uri} is not a LeadScorer: {type(scorer).__name__}")
+        try:
+            lookup = OnlineFeatures(self._store, scorer.feature_service)
+        except Exception as e:  # Feast's not-found errors share no base class with ours
+            raise LookupError(
+                f"{uri} reads feature service {scorer.feature_service!r}, which the feature "
+                f"store cannot give: {e}"
+            ) from e
+        return ServedModel(scorer=scorer, lookup=lookup, name=self.model_name, version=version)
+
+
 class ScoringService:
-    """Scores leads with one model version.
+    """Scores leads with one model version at a time.
 
     Args:
         scorer: The loaded model.
@@ -77,6 +172,7 @@ class ScoringService:
         model_version: Registered model version.
         top_reasons: Number of reasons per score.
         live: Refreshes online features when events arrive (None: scoring only).
+        source: Where newer versions come from (None: the model never changes).
     """
 
     def __init__(
@@ -88,13 +184,64 @@ class ScoringService:
         model_version: str,
         top_reasons: int,
         live: LiveFeatures | None = None,
+        source: ModelSource | None = None,
     ) -> None:
         self.live = live
-        self.scorer = scorer
-        self.lookup = lookup
-        self.model_name = model_name
-        self.model_version = model_version
+        self._served = ServedModel(
+            scorer=scorer, lookup=lookup, name=model_name, version=model_version
+        )
         self.top_reasons = top_reasons
+        self.source = source
+        self._reload_lock = threading.Lock()
+
+    @property
+    def served(self) -> ServedModel:
+        """The model version serving now (read it once per request)."""
+        return self._served
+
+    @property
+    def scorer(self) -> LeadScorer:
+        return self._served.scorer
+
+    @property
+    def lookup(self) -> FeatureLookup:
+        return self._served.lookup
+
+    @property
+    def model_name(self) -> str:
+        return self._served.name
+
+    @property
+    def model_version(self) -> str:
+        return self._served.version
+
+    def reload_if_changed(self) -> str | None:
+        """Serve the version the alias points to now, if it is another one.
+
+        The new version is loaded completely before it replaces the current one in one
+        assignment: requests already running finish with the old model, later ones use the
+        new one. If the load fails, the current model keeps serving.
+
+        Returns:
+            The version now served if it changed, else None (also without a source).
+
+        Raises:
+            LookupError: The alias points to no version.
+            Exception: Whatever loading the new version raised (the old model stays).
+        """
+        if self.source is None:
+            return None
+        with self._reload_lock:
+            version = self.source.current_version()
+            if version == self._served.version:
+                return None
+            fresh = self.source.load(version)
+            previous = self._served.version
+            self._served = fresh
+        logger.info(
+            "now serving %s version %s (was version %s)", fresh.name, fresh.version, previous
+        )
+        return fresh.version
 
     def record_events(
         self, events: Sequence[Mapping[str, Any]], *, max_events: int
@@ -145,20 +292,21 @@ class ScoringService:
         Raises:
             LeadNotFoundError: The online store has no features for the lead.
         """
-        features = self.lookup(lead_id)
+        served = self._served  # one version for the whole request, even during a reload
+        features = served.lookup(lead_id)
         if features is None:
             raise LeadNotFoundError(
                 f"lead_id {lead_id} has no features in the online store: it is unknown, or "
                 "features were not materialized since it was ingested"
             )
-        (scored,) = self.scorer.score_rows([features], top_k=self.top_reasons)
+        (scored,) = served.scorer.score_rows([features], top_k=self.top_reasons)
         return ScoreResult(
             lead_id=lead_id,
             probability=scored.probability,
             band=scored.band,
             reasons=scored.reasons,
-            model_name=self.model_name,
-            model_version=self.model_version,
+            model_name=served.name,
+            model_version=served.version,
             scored_at=datetime.now(UTC),
         )
 
@@ -166,29 +314,28 @@ class ScoringService:
 def load_service(settings: Settings) -> ScoringService:
     """Load the aliased model version from MLflow and open its feature service.
 
+    The service keeps a :class:`ModelSource` on the same alias, so that
+    :meth:`ScoringService.reload_if_changed` can swap in the version the alias moves to.
+
     Raises:
         LookupError: No model version carries the configured alias.
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    import mlflow
     from leadscore.store import open_store
 
-    connect_tracking(settings.tracking_uri)
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        # Not connect_tracking: the reload thread may call this, and must not repoint the
+        # process-wide MLflow URI under other code.
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     name, alias = settings.mlflow.model_name, settings.serving.model_alias
-    try:
-        version = MlflowClient().get_model_version_by_alias(name, alias)
-    except MlflowException as e:
-        raise LookupError(
-            f"no version of model {name!r} has alias {alias!r}: run `leadscore train` first"
-        ) from e
-    model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
-    scorer = model.unwrap_python_model()
-    if not isinstance(scorer, LeadScorer):
-        raise TypeError(f"models:/{name}@{alias} is not a LeadScorer: {type(scorer).__name__}")
+    version = aliased_version(uri, name, alias)  # before the slow Feast open
     store = open_store(settings, serving=True)
-    logger.info("serving %s version %s (%s)", name, version.version, scorer.feature_service)
+    source = ModelSource(tracking_uri=uri, model_name=name, alias=alias, store=store)
+    # By number, not by alias: the alias may move while the model loads.
+    served = source.load(version)
+    logger.info(
+        "serving %s version %s (%s)", served.name, served.version, served.scorer.feature_service
+    )
     live = LiveFeatures(
         store=store,
         log=EventLog(settings.event_log_url),
@@ -196,10 +343,11 @@ def load_service(settings: Settings) -> ScoringService:
         half_life_days=settings.feast.half_life_days,
     )
     return ScoringService(
-        scorer=scorer,
-        lookup=OnlineFeatures(store, scorer.feature_service),
-        model_name=name,
-        model_version=str(version.version),
+        scorer=served.scorer,
+        lookup=served.lookup,
+        model_name=served.name,
+        model_version=served.version,
         top_reasons=settings.serving.top_reasons,
         live=live,
+        source=source,
     )

@@ -1,10 +1,11 @@
-"""Log a trained scorer to MLflow, register it and give it the champion alias if free."""
+"""Log a trained scorer to MLflow and register it as the challenger (champion if none is)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from mlflow.tracking import MlflowClient
 import mlflow
 from leadscore.scorer import LeadScorer
 from leadscore.tracking import connect_tracking
+from training.promotion import ChampionEvaluation, record_bootstrap, registration_tags
 
 logger = logging.getLogger(__name__)
 
@@ -66,21 +68,35 @@ def log_and_register(
     model_name: str,
     champion_alias: str,
     artifacts: Mapping[str, Mapping[str, Any]] | None = None,
+    challenger_alias: str = "challenger",
+    champion: ChampionEvaluation | None = None,
 ) -> RegisteredModel:
-    """Log params, metrics and the model in one run; register it; alias it if none is champion.
+    """Log params, metrics and the model in one run; register it as the challenger.
 
-    The band thresholds, feature service and feature list are also written as model version
-    tags so that they can be read from the registry without loading the model.
+    Every new version takes the challenger alias (from whichever version held it). It also
+    becomes the champion when no version is (the first model must serve); that bootstrap is
+    recorded in the decision history. Promotion is otherwise ``leadscore promote``'s decision.
+
+    The band thresholds, feature service, registration time, test metrics and the champion's
+    metrics on the same test examples are also written as model version tags so that they
+    can be read (and compared) from the registry without loading the model.
 
     Args:
+        metrics: The version's test metrics (``test_roc_auc``, ...).
+        tags: Run tags, also written on the version (``test_start``, ...).
         artifacts: JSON documents logged with the run, by file name (e.g. the leakage audit
             as ``leakage_audit.json``).
+        challenger_alias: Alias every new version takes.
+        champion: The champion's evaluation on this version's test examples
+            (:func:`training.promotion.evaluate_champion_on`); None: there is no champion.
     """
     example = input_example[scorer.features].head(5)
     output = scorer.predict(None, example)
     with mlflow.start_run() as run:
         mlflow.log_params(params)
         mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})
+        if champion is not None:
+            mlflow.log_metrics(champion.run_metrics())
         mlflow.set_tags(tags)
         for file_name, document in (artifacts or {}).items():
             mlflow.log_dict(dict(document), file_name)
@@ -99,14 +115,18 @@ def log_and_register(
         "band_hot_min": str(scorer.bands["hot_min"]),
         "band_warm_min": str(scorer.bands["warm_min"]),
         **tags,
+        **registration_tags(metrics=metrics, champion=champion, now=datetime.now(UTC)),
     }
     for key, value in version_tags.items():
         client.set_model_version_tag(model_name, version, key, value)
-    aliases: list[str] = []
+    client.set_registered_model_alias(model_name, challenger_alias, version)
+    aliases = [challenger_alias]
+    logger.info("version %s of %s is the %s", version, model_name, challenger_alias)
     try:
         client.get_model_version_by_alias(model_name, champion_alias)
     except MlflowException:
         client.set_registered_model_alias(model_name, champion_alias, version)
         aliases.append(champion_alias)
+        record_bootstrap(client, model_name, version)
         logger.info("version %s of %s is the new %s", version, model_name, champion_alias)
     return RegisteredModel(run.info.run_id, model_name, version, aliases)
