@@ -1,8 +1,9 @@
 """The scoring model as registered in MLflow: the contract between training and serving.
 
 A :class:`LeadScorer` holds everything a served score needs: the fitted preprocessing, the
-LightGBM booster, the calibration map, the band thresholds, the feature service that feeds it
-and the plain-language labels of its features. Training builds one and logs it as an MLflow
+LightGBM booster, the calibration map (Platt scaling or isotonic, both evaluated with numpy),
+the band thresholds and the policy that set them, the feature service that feeds it and the
+plain-language labels of its features. Training builds one and logs it as an MLflow
 pyfunc model; serving loads ``models:/<name>@champion`` and calls :meth:`LeadScorer.score_rows`.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import lightgbm as lgb
 import numpy as np
@@ -58,16 +59,97 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+class IsotonicCalibration:
+    """An isotonic calibration map, evaluated with :func:`numpy.interp` (no scikit-learn).
+
+    ``x`` and ``y`` are a fitted ``IsotonicRegression(out_of_bounds="clip")``'s
+    ``X_thresholds_`` and ``y_thresholds_``: between two thresholds the probability is
+    interpolated linearly, beyond the first or the last it stays at the end value, exactly as
+    ``IsotonicRegression.predict`` does.
+
+    The map is a staircase: a lead whose margin moves within one step keeps its probability.
+    Reasons would then give most factors no effect at all, so probability *changes* are read on
+    the centred map instead (:meth:`smooth`): the line through the middle of each step (centred
+    isotonic regression), drawn in log-odds so that beyond the first and last middles it
+    continues with the map's overall slope instead of going flat. It rises strictly, so every
+    factor with a log-odds contribution moves it, in the same direction.
+
+    Args:
+        x: Margin thresholds, strictly increasing.
+        y: Calibrated probability at each threshold, non-decreasing, within [0, 1].
+
+    Raises:
+        ValueError: The arrays are empty, differ in length or are not monotone.
+    """
+
+    def __init__(self, x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> None:
+        self.x = np.asarray(x, dtype=np.float64).copy()
+        self.y = np.asarray(y, dtype=np.float64).copy()
+        if self.x.ndim != 1 or self.x.shape != self.y.shape or len(self.x) == 0:
+            raise ValueError("isotonic calibration needs two 1-d arrays of the same, non-zero size")
+        if np.any(np.diff(self.x) <= 0) or np.any(np.diff(self.y) < 0):
+            raise ValueError("isotonic calibration needs increasing x and non-decreasing y")
+        if self.y[0] < 0.0 or self.y[-1] > 1.0:
+            raise ValueError("isotonic calibration probabilities must lie within [0, 1]")
+        # One point per step: its middle margin and its probability (as log-odds).
+        starts = np.flatnonzero(np.r_[True, np.diff(self.y) > 0])
+        ends = np.r_[starts[1:], len(self.y)] - 1
+        self.centre_x = (self.x[starts] + self.x[ends]) / 2.0
+        centre_y = np.clip(self.y[starts], 1e-6, 1.0 - 1e-6)
+        self.centre_logit = np.log(centre_y / (1.0 - centre_y))
+        span = self.centre_x[-1] - self.centre_x[0]
+        self.tail_slope = (
+            float((self.centre_logit[-1] - self.centre_logit[0]) / span) if span > 0 else 0.0
+        )
+
+    def __call__(self, margin: np.ndarray) -> np.ndarray:
+        """Calibrated probability of raw margins (any shape)."""
+        return np.interp(margin, self.x, self.y)
+
+    def smooth(self, margin: np.ndarray) -> np.ndarray:
+        """The centred map (for reasons): through the middle of each step, linear tails."""
+        cx, cl = self.centre_x, self.centre_logit
+        logit = np.interp(margin, cx, cl)
+        logit = np.where(margin < cx[0], cl[0] + self.tail_slope * (margin - cx[0]), logit)
+        logit = np.where(margin > cx[-1], cl[-1] + self.tail_slope * (margin - cx[-1]), logit)
+        return _sigmoid(logit)
+
+    def __repr__(self) -> str:
+        return f"IsotonicCalibration({len(self.x)} thresholds)"
+
+
+CalibrationMap = tuple[float, float] | IsotonicCalibration
+"""Platt scaling as ``(slope, intercept)`` of the raw margin, or an isotonic map."""
+
+
+def _checked_bands(bands: Mapping[str, float]) -> dict[str, float]:
+    hot, warm = float(bands["hot_min"]), float(bands["warm_min"])
+    if not 0.0 <= warm < hot <= 1.0:
+        raise ValueError(
+            f"band thresholds must satisfy 0 <= warm_min < hot_min <= 1, not "
+            f"warm_min={warm}, hot_min={hot}"
+        )
+    return {"hot_min": hot, "warm_min": warm}
+
+
 class LeadScorer(PythonModel):
-    """Preprocessing + LightGBM + Platt calibration + bands + explanation labels.
+    """Preprocessing + LightGBM + calibration (Platt or isotonic) + bands + explanation labels.
 
     Args:
         encoder: Fitted feature encoder (defines the model's feature order).
         booster: Trained LightGBM booster on the encoded features.
-        calibration: ``(slope, intercept)`` mapping the raw margin to a calibrated logit.
+        calibration: ``(slope, intercept)`` mapping the raw margin to a calibrated logit (Platt
+            scaling), or an :class:`IsotonicCalibration` of the raw margin.
         bands: ``{"hot_min": p, "warm_min": p}`` probability cut-offs.
         specs: Feature specs (names, kinds, reason labels) of the model's features.
         feature_service: Feast feature service serving must read.
+        band_policy: How the cut-offs were chosen (``{"policy": ..., ...}``); default: fixed
+            cut-offs.
+        calibration_report: How the calibration was chosen (methods compared and their
+            cross-fitted log losses), kept with the model for the record.
+
+    Raises:
+        ValueError: The band thresholds are not ordered ``0 <= warm_min < hot_min <= 1``.
     """
 
     def __init__(
@@ -75,17 +157,53 @@ class LeadScorer(PythonModel):
         *,
         encoder: FeatureEncoder,
         booster: lgb.Booster,
-        calibration: tuple[float, float],
+        calibration: CalibrationMap,
         bands: Mapping[str, float],
         specs: Sequence[FeatureSpec],
         feature_service: str,
+        band_policy: Mapping[str, Any] | None = None,
+        calibration_report: Mapping[str, Any] | None = None,
     ) -> None:
         self.encoder = encoder
         self.booster = booster
-        self.calibration = (float(calibration[0]), float(calibration[1]))
-        self.bands = {"hot_min": float(bands["hot_min"]), "warm_min": float(bands["warm_min"])}
+        self.calibration: CalibrationMap = (
+            calibration
+            if isinstance(calibration, IsotonicCalibration)
+            else (float(calibration[0]), float(calibration[1]))
+        )
         self.specs = {s.name: s for s in specs}
         self.feature_service = feature_service
+        self.calibration_report: dict[str, Any] = dict(calibration_report or {})
+        self.bands: dict[str, float] = {}
+        self.band_policy: dict[str, Any] = {}
+        self.set_bands(bands, policy=band_policy)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Load pickles of older versions (fixed cut-offs, no calibration report)."""
+        state.setdefault("calibration_report", {})
+        state.setdefault("band_policy", {"policy": "cutoffs", **state.get("bands", {})})
+        self.__dict__.update(state)
+
+    def set_bands(
+        self, bands: Mapping[str, float], *, policy: Mapping[str, Any] | None = None
+    ) -> None:
+        """Replace the band thresholds and record the policy that chose them.
+
+        Args:
+            bands: ``hot_min`` and ``warm_min`` (other keys are ignored).
+            policy: The policy and its inputs (e.g. from :func:`leadscore.bands.band_policy`);
+                default: fixed cut-offs.
+
+        Raises:
+            ValueError: The thresholds are not ordered ``0 <= warm_min < hot_min <= 1``.
+        """
+        self.bands = _checked_bands(bands)
+        self.band_policy = {"policy": "cutoffs", **dict(policy or {}), **self.bands}
+
+    @property
+    def calibration_method(self) -> Literal["sigmoid", "isotonic"]:
+        """``sigmoid`` (Platt scaling) or ``isotonic``."""
+        return "isotonic" if isinstance(self.calibration, IsotonicCalibration) else "sigmoid"
 
     @property
     def features(self) -> list[str]:
@@ -98,9 +216,24 @@ class LeadScorer(PythonModel):
         return np.asarray(self.booster.predict(X, raw_score=True, num_threads=num_threads))
 
     def calibrate(self, margin: np.ndarray) -> np.ndarray:
-        """Calibrated probability from the raw margin."""
-        slope, intercept = self.calibration
+        """Calibrated probability from the raw margin (any shape)."""
+        calibration = self.calibration
+        if isinstance(calibration, IsotonicCalibration):
+            return calibration(margin)
+        slope, intercept = calibration
         return _sigmoid(slope * margin + intercept)
+
+    def _effects(self, margin: np.ndarray, phi: np.ndarray) -> np.ndarray:
+        """Probability change each factor causes: with it minus without its log-odds.
+
+        Platt scaling is strictly increasing, so the change is read on the served probability.
+        An isotonic map is a staircase, on which most factors would change nothing; its
+        centred map (:meth:`IsotonicCalibration.smooth`) is used instead.
+        """
+        calibration = self.calibration
+        if isinstance(calibration, IsotonicCalibration):
+            return calibration.smooth(margin[:, None]) - calibration.smooth(margin[:, None] - phi)
+        return self.calibrate(margin)[:, None] - self.calibrate(margin[:, None] - phi)
 
     def band_of(self, probability: np.ndarray) -> np.ndarray:
         """Band name of each probability."""
@@ -129,7 +262,9 @@ class LeadScorer(PythonModel):
 
         Each reason's contribution is the probability change the factor causes: the
         calibrated probability minus the one obtained with that factor's SHAP value (in log-odds)
-        removed. Up to ``top_k`` reasons are returned, positive and negative, strongest first.
+        removed (read on the centred map when the calibration is isotonic). Up to ``top_k``
+        reasons are returned, positive and negative, strongest first (ties: larger log-odds
+        contribution first).
         """
         X = self.encoder.encode_rows(rows)
         contrib = np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=num_threads))
@@ -137,11 +272,11 @@ class LeadScorer(PythonModel):
         probability = self.calibrate(margin)
         bands = self.band_of(probability)
         phi = contrib[:, :-1]
-        effect = probability[:, None] - self.calibrate(margin[:, None] - phi)
+        effect = self._effects(margin, phi)
         names = self.features
         scores = []
         for i, row in enumerate(rows):
-            order = np.argsort(-np.abs(effect[i]))[:top_k]
+            order = np.lexsort((-np.abs(phi[i]), -np.abs(effect[i])))[:top_k]
             reasons = [
                 Reason(
                     feature=names[j],
@@ -201,8 +336,8 @@ class LeadScorer(PythonModel):
             margin = contrib.sum(axis=1)
             probability = self.calibrate(margin)
             phi = contrib[:, :-1]
-            effect = probability[:, None] - self.calibrate(margin[:, None] - phi)
-            order = np.argsort(-np.abs(effect), axis=1)[:, :top_k]
+            effect = self._effects(margin, phi)
+            order = np.lexsort((-np.abs(phi), -np.abs(effect)), axis=1)[:, :top_k]
             values: dict[int, np.ndarray] = {}  # feature index -> the chunk's raw values
             for i in range(len(chunk)):
                 row_reasons = []

@@ -140,11 +140,34 @@ class MlflowSettings(BaseModel):
 
 
 class BandSettings(BaseModel):
-    """Probability cut-offs of the hot / warm / cold bands (stored with each model version)."""
+    """How the hot / warm / cold bands are cut (the cut-offs are stored with each model version).
 
+    ``cutoffs`` uses ``hot_min`` / ``warm_min`` as they are; ``top_share`` and ``top_n_per_day``
+    turn a share of leads, or a number of leads per day, into probability cut-offs at training,
+    from the calibrated scores of the calibration period (see :mod:`leadscore.bands`).
+    """
+
+    policy: Literal["cutoffs", "top_share", "top_n_per_day"] = Field(
+        default="cutoffs",
+        description="cutoffs: hot_min/warm_min as set; top_share: the top hot_share of leads are "
+        "hot, the next warm_share warm; top_n_per_day: hot_per_day leads a day are hot, the next "
+        "warm_per_day warm.",
+    )
     hot_min: float = Field(default=0.20, gt=0.0, lt=1.0, description="Hot from this probability.")
     warm_min: float = Field(
         default=0.07, gt=0.0, lt=1.0, description="Warm from this probability (else cold)."
+    )
+    hot_share: float = Field(
+        default=0.10, gt=0.0, lt=1.0, description="top_share: share of leads that are hot."
+    )
+    warm_share: float = Field(
+        default=0.20, gt=0.0, lt=1.0, description="top_share: share of leads that are warm."
+    )
+    hot_per_day: float = Field(
+        default=5.0, gt=0.0, description="top_n_per_day: hot leads a day (sales' call capacity)."
+    )
+    warm_per_day: float = Field(
+        default=15.0, gt=0.0, description="top_n_per_day: warm leads a day."
     )
 
     @model_validator(mode="after")
@@ -152,6 +175,11 @@ class BandSettings(BaseModel):
         if self.warm_min >= self.hot_min:
             raise ValueError(
                 f"bands.warm_min ({self.warm_min}) must be below bands.hot_min ({self.hot_min})"
+            )
+        if self.hot_share + self.warm_share >= 1.0:
+            raise ValueError(
+                f"bands.hot_share + bands.warm_share ({self.hot_share} + {self.warm_share}) "
+                "must be below 1: some leads must stay cold"
             )
         return self
 
@@ -184,6 +212,24 @@ class TrainingSettings(BaseModel):
     learning_rate: float = Field(default=0.05, gt=0.0, description="LightGBM learning rate.")
     min_child_samples: int = Field(default=50, gt=0, description="Fewest examples per leaf.")
     lambda_l2: float = Field(default=5.0, ge=0.0, description="L2 regularisation of leaf values.")
+    feature_fraction: float = Field(
+        default=0.9, gt=0.0, le=1.0, description="LightGBM share of features tried per tree."
+    )
+    calibration: Literal["auto", "sigmoid", "isotonic"] = Field(
+        default="auto",
+        description="Calibration of the raw scores on the calibration slice: sigmoid (Platt "
+        "scaling), isotonic, or auto (the lower cross-fitted log loss on the slice; isotonic "
+        "only with at least 200 won and 200 not won examples there).",
+    )
+    search_seconds: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Time budget of the LightGBM hyper-parameter search (0: no search, the "
+        "parameters above are used).",
+    )
+    search_max_trials: int = Field(
+        default=20, ge=1, description="Most trials of the search (the configured parameters first)."
+    )
     seed: int = Field(default=7, description="Training random seed.")
     min_won: int = Field(
         default=40, ge=1, description="Fewest distinct won leads among the examples to train."
