@@ -25,6 +25,7 @@ from training.dataset import (
 )
 from training.evaluate import evaluate_probabilities
 from training.model import fit_scorer
+from training.promotion import evaluate_champion_on, outcome_params
 from training.register import RegisteredModel, log_and_register, setup_mlflow
 
 logger = logging.getLogger(__name__)
@@ -166,6 +167,13 @@ def run_training(
         experiment=settings.mlflow.experiment,
         artifact_dir=settings.artifact_dir,
     )
+    # The champion on the same, newest period: what `leadscore promote` compares with.
+    champion = evaluate_champion_on(
+        test,
+        tracking_uri=settings.tracking_uri,
+        model_name=settings.mlflow.model_name,
+        champion_alias=settings.mlflow.champion_alias,
+    )
     registered = log_and_register(
         scorer=scorer,
         input_example=test,
@@ -186,6 +194,8 @@ def run_training(
             "leakage_auc_max": cfg.leakage_auc_max,
             "min_won": cfg.min_won,
             "min_lost": cfg.min_lost,
+            # What `leadscore retrain` counts new outcomes against.
+            **outcome_params(load_table(settings.paths.warehouse, "outcomes"), as_of=moment),
         },
         metrics={f"test_{k}": v for k, v in metrics.items()},
         tags={
@@ -195,6 +205,8 @@ def run_training(
         },
         model_name=settings.mlflow.model_name,
         champion_alias=settings.mlflow.champion_alias,
+        challenger_alias=settings.mlflow.challenger_alias,
+        champion=champion,
         artifacts={"leakage_audit.json": audit.as_dict()},
     )
     return TrainingResult(
