@@ -227,6 +227,24 @@ class TrainingSettings(BaseModel):
         description="Time budget of the LightGBM hyper-parameter search (0: no search, the "
         "parameters above are used).",
     )
+    baseline: bool = Field(
+        default=True, description="Also fit the logistic-regression baseline and log its metrics."
+    )
+    bootstrap_samples: int = Field(
+        default=200, ge=0, description="Bootstrap resamples of the test metrics' intervals."
+    )
+    backtest_folds: int = Field(
+        default=4, ge=0, description="Rolling-origin backtest folds (0: none)."
+    )
+    backtest_test_share: float = Field(
+        default=0.08, gt=0.0, lt=0.25, description="Share of the examples each fold tests on."
+    )
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="Train LightGBM on Dask: `local` (a local cluster) or a scheduler address "
+        "(tcp://host:8786); default: in process.",
+    )
+    dask_partitions: int = Field(default=4, gt=0, description="Row chunks on Dask.")
     search_max_trials: int = Field(
         default=20, ge=1, description="Most trials of the search (the configured parameters first)."
     )

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from leadscore.bands import band_expectations
 from leadscore.dataset import load_manifest
 from leadscore.feature_catalog import MODEL_FEATURES, FeatureSpec
+from leadscore.scorer import LeadScorer
 from leadscore.settings import Settings, TrainingSettings
 from pipelines.feature_store import data_as_of, open_store
 from pipelines.ingest import load_table
 from training.audit import AuditReport, audit_features, check_feature_names
+from training.backtest import BacktestDataError, BacktestResult, rolling_origin_backtest
+from training.baseline import BaselineModel, fit_baseline, log_baseline
 from training.dataset import (
     LabelReport,
     SplitKind,
@@ -23,10 +29,19 @@ from training.dataset import (
     label_snapshots,
     split_by_time,
 )
-from training.evaluate import evaluate_probabilities
+from training.evaluate import Evaluation, metrics_with_intervals
 from training.model import fit_scorer
+from training.plots import (
+    feature_importance,
+    lift_gain_chart,
+    log_figures,
+    reliability_diagram,
+    score_distribution,
+    shap_summary,
+)
 from training.promotion import evaluate_champion_on, outcome_params
 from training.register import RegisteredModel, log_and_register, setup_mlflow
+from training.search import search_lightgbm
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +58,11 @@ class TrainingResult:
     n_test: int
     audit: AuditReport
     split: SplitKind
+    evaluation: Evaluation
+    baseline: Evaluation | None
+    backtest: BacktestResult | None
+    calibration_method: str
+    bands: dict[str, float]
 
 
 def model_params(cfg: TrainingSettings) -> dict[str, float | int]:
@@ -144,24 +164,61 @@ def run_training(
         seed=cfg.seed,
     )
     logger.info("leakage audit: %s", audit.summary())
-    params = model_params(cfg)
-    bands = {"hot_min": settings.bands.hot_min, "warm_min": settings.bands.warm_min}
-    scorer = fit_scorer(
-        train=train,
-        calibration=calibration,
-        specs=audit.kept,
-        params=params,
-        bands=bands,
-        feature_service=settings.feast.feature_service,
-        seed=cfg.seed,
-    )
+    params: dict[str, float | int] = model_params(cfg)
+    search = None
+    if cfg.search_seconds > 0:
+        search = search_lightgbm(
+            train=train,
+            calibration=calibration,
+            specs=audit.kept,
+            base_params=params,
+            budget_seconds=cfg.search_seconds,
+            max_trials=cfg.search_max_trials,
+            seed=cfg.seed,
+        )
+        params = dict(search.best_params)
+        logger.info("search: trial %d of %d best", search.best_trial, len(search.trials))
+
+    def fit(train_part: pd.DataFrame, calibration_part: pd.DataFrame) -> LeadScorer:
+        return fit_scorer(
+            train=train_part,
+            calibration=calibration_part,
+            specs=audit.kept,
+            params=params,
+            bands={"hot_min": settings.bands.hot_min, "warm_min": settings.bands.warm_min},
+            feature_service=settings.feast.feature_service,
+            seed=cfg.seed,
+            calibration_method=cfg.calibration,
+            band_settings=settings.bands,
+            dask_scheduler=cfg.dask_scheduler,
+            dask_partitions=cfg.dask_partitions,
+        )
+
+    scorer = fit(train, calibration)
+    labels = test["label"].to_numpy()
     probability = scorer.predict_proba_frame(test)
-    metrics = evaluate_probabilities(
-        labels=test["label"].to_numpy(),
+    evaluation = metrics_with_intervals(
+        labels=labels,
         probabilities=probability,
         bands=scorer.band_of(probability),
+        n_boot=cfg.bootstrap_samples,
+        seed=cfg.seed,
     )
+    metrics = evaluation.metrics
     logger.info("test metrics: %s", metrics)
+    expected = band_expectations(probability, labels, scorer.bands, lead_ids=test["lead_id"])
+    baseline = baseline_evaluation = None
+    if cfg.baseline:
+        baseline = fit_baseline(
+            train=train, calibration=calibration, specs=audit.kept, seed=cfg.seed
+        )
+        baseline_evaluation = metrics_with_intervals(
+            labels=labels,
+            probabilities=baseline.predict_proba_frame(test),
+            n_boot=cfg.bootstrap_samples,
+            seed=cfg.seed,
+        )
+    backtest = _backtest(frame, fit, cfg)
     setup_mlflow(
         tracking_uri=settings.tracking_uri,
         experiment=settings.mlflow.experiment,
@@ -174,12 +231,30 @@ def run_training(
         model_name=settings.mlflow.model_name,
         champion_alias=settings.mlflow.champion_alias,
     )
+    logged_metrics = {
+        **evaluation.as_mlflow_metrics("test_"),
+        **{f"test_band_{k}": float(v) for k, v in expected.items()},
+        **(baseline_evaluation.as_mlflow_metrics("baseline_test_") if baseline_evaluation else {}),
+        **(backtest.as_mlflow_metrics("backtest_") if backtest else {}),
+    }
+    artifacts: dict[str, Any] = {
+        "leakage_audit.json": audit.as_dict(),
+        "calibration.json": scorer.calibration_report,
+        "band_policy.json": {**scorer.band_policy, "test_period": expected},
+    }
+    if search is not None:
+        artifacts["search.json"] = search.as_dict()
+    if backtest is not None:
+        artifacts["backtest.json"] = backtest.as_dict()
     registered = log_and_register(
         scorer=scorer,
         input_example=test,
         params={
             **params,
-            **bands,
+            **scorer.bands,
+            "band_policy": settings.bands.policy,
+            "calibration": scorer.calibration_method,
+            "target": cfg.target,
             "horizon_days": cfg.horizon_days,
             "snapshot_days": ",".join(map(str, cfg.snapshot_days)),
             "as_of": moment.isoformat(),
@@ -194,10 +269,12 @@ def run_training(
             "leakage_auc_max": cfg.leakage_auc_max,
             "min_won": cfg.min_won,
             "min_lost": cfg.min_lost,
+            "search_trials": len(search.trials) if search else 0,
+            "dask_scheduler": cfg.dask_scheduler or "",
             # What `leadscore retrain` counts new outcomes against.
             **outcome_params(load_table(settings.paths.warehouse, "outcomes"), as_of=moment),
         },
-        metrics={f"test_{k}": v for k, v in metrics.items()},
+        metrics=logged_metrics,
         tags={
             "target": cfg.target,
             "test_start": str(test["event_timestamp"].min()),
@@ -207,8 +284,9 @@ def run_training(
         champion_alias=settings.mlflow.champion_alias,
         challenger_alias=settings.mlflow.challenger_alias,
         champion=champion,
-        artifacts={"leakage_audit.json": audit.as_dict()},
+        artifacts=artifacts,
     )
+    _log_review(registered.run_id, scorer, test, probability, baseline, cfg.seed)
     return TrainingResult(
         label_report,
         metrics,
@@ -218,4 +296,66 @@ def run_training(
         len(test),
         audit,
         split.kind,
+        evaluation,
+        baseline_evaluation,
+        backtest,
+        scorer.calibration_method,
+        dict(scorer.bands),
     )
+
+
+def _backtest(
+    frame: pd.DataFrame,
+    fit: Callable[[pd.DataFrame, pd.DataFrame], LeadScorer],
+    cfg: TrainingSettings,
+) -> BacktestResult | None:
+    """Rolling-origin backtest of the same model settings (None when off or too little data)."""
+    if cfg.backtest_folds == 0 or cfg.split != "time":
+        return None
+
+    def fitted(train: pd.DataFrame, calibration: pd.DataFrame) -> Callable[..., np.ndarray]:
+        return fit(train, calibration).predict_proba_frame
+
+    try:
+        return rolling_origin_backtest(
+            frame,
+            fit=fitted,
+            n_folds=cfg.backtest_folds,
+            test_share=cfg.backtest_test_share,
+            calibration_share=cfg.calibration_share,
+        )
+    except BacktestDataError as e:
+        logger.warning("backtest skipped: %s", e)
+        return None
+
+
+REVIEW_ROWS = 2_000
+"""Test rows the SHAP summary explains (TreeSHAP costs milliseconds a row)."""
+
+
+def _log_review(
+    run_id: str,
+    scorer: LeadScorer,
+    test: pd.DataFrame,
+    probability: np.ndarray,
+    baseline: BaselineModel | None,
+    seed: int,
+) -> None:
+    """Log the review plots (and the baseline model) to the training run."""
+    import mlflow
+
+    labels = test["label"].to_numpy()
+    sample = test.sample(min(len(test), REVIEW_ROWS), random_state=seed)
+    encoded = scorer.encoder.transform(sample)
+    contributions = np.asarray(scorer.booster.predict(encoded, pred_contrib=True))[:, :-1]
+    figures = {
+        "reliability": reliability_diagram(labels, probability),
+        "lift_gain": lift_gain_chart(labels, probability),
+        "score_distribution": score_distribution(labels, probability),
+        "feature_importance": feature_importance(scorer.booster, scorer.features),
+        "shap_summary": shap_summary(contributions, scorer.features, values=encoded),
+    }
+    log_figures(figures, run_id=run_id)
+    if baseline is not None:
+        with mlflow.start_run(run_id=run_id):
+            log_baseline(baseline, input_example=test)

@@ -275,6 +275,8 @@ def fit_scorer(
     seed: int,
     calibration_method: CalibrationMethod = "auto",
     band_settings: BandSettings | None = None,
+    dask_scheduler: str | None = None,
+    dask_partitions: int = 4,
 ) -> LeadScorer:
     """Train LightGBM on ``train`` and calibrate it on the later ``calibration`` slice.
 
@@ -301,17 +303,34 @@ def fit_scorer(
         band_settings: A band policy to apply instead of ``bands``: its cut-offs are computed
             from the calibrated probabilities of the calibration slice and recorded in
             ``scorer.band_policy``.
+        dask_scheduler: Train the booster on Dask (``local`` or a scheduler address; see
+            :mod:`training.distributed`) instead of in process.
+        dask_partitions: Row chunks on Dask.
 
     Returns:
         The fitted scorer; ``scorer.calibration_method`` is the method fitted and
         ``scorer.calibration_report`` the choice (:meth:`CalibrationReport.as_dict`).
     """
     encoder = fit_encoder(train, specs)
-    booster = lgb.train(
-        lightgbm_params(params, seed=seed),
-        lightgbm_dataset(encoder, train),
-        num_boost_round=int(params["n_estimators"]),
-    )
+    if dask_scheduler:
+        from training.distributed import train_on_dask
+
+        booster = train_on_dask(
+            X=encoder.transform(train),
+            y=train["label"].to_numpy(),
+            params=lightgbm_params(params, seed=seed),
+            num_boost_round=int(params["n_estimators"]),
+            feature_names=list(encoder.features),
+            categorical_indices=encoder.categorical_indices_,
+            scheduler=dask_scheduler,
+            partitions=dask_partitions,
+        )
+    else:
+        booster = lgb.train(
+            lightgbm_params(params, seed=seed),
+            lightgbm_dataset(encoder, train),
+            num_boost_round=int(params["n_estimators"]),
+        )
     margin = np.asarray(booster.predict(encoder.transform(calibration), raw_score=True))
     calibration_map, report = fit_calibration(
         margin, calibration["label"].to_numpy(), method=calibration_method, seed=seed
