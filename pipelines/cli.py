@@ -21,6 +21,7 @@ from leadscore.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from pipelines.feature_store import FeatureTables
+    from pipelines.train_flow import TrainingResult
     from training.promotion import Decision
 
 app = typer.Typer(
@@ -478,7 +479,10 @@ def train(
     dropped, and one that alone predicts the outcome almost perfectly (ROC AUC above
     training.leakage_auc_max) is refused as a likely leak until it is excluded or confirmed.
     Training also refuses too few won or lost leads (training.min_won / training.min_lost).
-    The new version becomes `champion` when there is none yet.
+    The new version is the `challenger` (and `champion` only when there is none yet): it is
+    judged against the champion on the same test period and promoted by `leadscore promote`.
+    The run logs the test metrics with bootstrap intervals, the logistic-regression
+    baseline's, a rolling-origin backtest, the review plots and the model.
 
     Examples:
 
@@ -517,10 +521,38 @@ def train(
             else ""
         )
         + f"test period: ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, "
-        f"Brier {m['brier']:.4f}, log loss {m['log_loss']:.4f}\n"
+        f"Brier {m['brier']:.4f}, log loss {m['log_loss']:.4f}, ECE {m['ece']:.4f}\n"
+        f"calibration: {result.calibration_method}; bands: hot from "
+        f"{result.bands['hot_min']:.3f}, warm from {result.bands['warm_min']:.3f}\n"
         f"registered {result.model.name} version {result.model.version}"
         + (f" ({', '.join(result.model.aliases)})" if result.model.aliases else "")
     )
+    typer.echo(_metrics_table(result))
+
+
+def _metrics_table(result: TrainingResult) -> str:
+    """Test-period metrics with their bootstrap intervals, the baseline's, and the backtest."""
+    names = ("roc_auc", "pr_auc", "brier", "log_loss", "ece", "lift_top_decile")
+    models = [("lightgbm", result.evaluation)]
+    if result.baseline is not None:
+        models.append(("baseline", result.baseline))
+    lines = [f"{'test period (95% CI)':<22}" + "".join(f"{n:>24}" for n in names)]
+    for label, evaluation in models:
+        cells = []
+        for n in names:
+            low, high = evaluation.intervals.get(n, (float("nan"), float("nan")))
+            cells.append(f"{evaluation.metrics[n]:.3f} [{low:.3f}-{high:.3f}]".rjust(24))
+        lines.append(f"{label:<22}" + "".join(cells))
+    if result.backtest is not None:
+        summary = result.backtest.summary()
+        lines.append(
+            f"backtest ({result.backtest.n_folds} folds, mean ± sd): "
+            + ", ".join(
+                f"{metric} {row['mean']:.3f} ± {row['std']:.3f}"
+                for metric, row in summary.iterrows()
+            )
+        )
+    return "\n".join(lines)
 
 
 models_app = typer.Typer(help="Registered model versions: champion decisions and their history.")

@@ -42,6 +42,10 @@ class RegisteredModel:
 def setup_mlflow(*, tracking_uri: str, experiment: str, artifact_dir: Path) -> str:
     """Point MLflow at the tracking store and make sure the experiment exists.
 
+    A new experiment keeps its artifacts in ``artifact_dir`` when the tracking store is a
+    database; an MLflow server (``http(s)://``) decides where they go (its
+    ``--artifacts-destination``), so they reach it over HTTP.
+
     Returns:
         The experiment id.
     """
@@ -49,6 +53,8 @@ def setup_mlflow(*, tracking_uri: str, experiment: str, artifact_dir: Path) -> s
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is not None:
         experiment_id: str = existing.experiment_id
+    elif tracking_uri.startswith(("http://", "https://")):
+        experiment_id = mlflow.create_experiment(experiment)
     else:
         artifact_dir.mkdir(parents=True, exist_ok=True)
         experiment_id = mlflow.create_experiment(
