@@ -17,6 +17,21 @@ def baseline():
     return fit_baseline(train=_frame(6000, 1), calibration=_frame(3000, 2), specs=SPECS, seed=0)
 
 
+@pytest.fixture
+def tracking(tmp_path):
+    """A tracking store of the test's own; the process-wide URIs are restored afterwards."""
+    from mlflow.tracking import get_registry_uri
+
+    saved = mlflow.get_tracking_uri(), get_registry_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/m.db")
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path}/m.db")
+    try:
+        yield mlflow.create_experiment("baseline", artifact_location=tmp_path.as_uri())
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+
+
 @pytest.fixture(scope="module")
 def test_period() -> pd.DataFrame:
     frame = _frame(5000, 3)
@@ -45,12 +60,9 @@ def test_the_baseline_reads_only_its_features_and_takes_none_for_missing(baselin
     )
 
 
-def test_the_baseline_logs_and_loads_through_mlflow_sklearn(baseline, test_period, tmp_path):
-    # given: a tracking store of its own
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/m.db")
-    experiment = mlflow.create_experiment("baseline", artifact_location=tmp_path.as_uri())
-    # when
-    with mlflow.start_run(experiment_id=experiment):
+def test_the_baseline_logs_and_loads_through_mlflow_sklearn(baseline, test_period, tracking):
+    # when: logged to a tracking store of its own
+    with mlflow.start_run(experiment_id=tracking):
         info = log_baseline(baseline, input_example=test_period)
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     out = np.asarray(loaded.predict(test_period.drop(columns="label")))
