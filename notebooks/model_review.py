@@ -57,3 +57,47 @@ importance = (
     .head(15)
 )
 print((importance / importance.sum()).round(3).to_string())
+
+# %% [markdown]
+# ## Calibration on the test period: predicted against observed, with 95% intervals
+#
+# The test period is rebuilt exactly as training split it; in each tenth of the leads by
+# predicted probability the observed conversion should fall inside its interval around the
+# mean prediction.
+
+# %%
+from pipelines.train_flow import build_training_frame  # noqa: E402
+from training.dataset import split_by_time  # noqa: E402
+from training.evaluate import metrics_with_intervals, reliability_table  # noqa: E402
+
+cfg = settings.training
+frame, _, _ = build_training_frame(settings)
+test = split_by_time(
+    frame,
+    calibration_share=cfg.calibration_share,
+    test_share=cfg.test_share,
+    seed=cfg.seed,
+    kind=cfg.split,
+).test
+test_probability = scorer.predict_proba_frame(test)
+calibration = reliability_table(test["label"].to_numpy(), test_probability)
+print(calibration.round(4).to_string(index=False))
+review = metrics_with_intervals(
+    labels=test["label"].to_numpy(),
+    probabilities=test_probability,
+    bands=scorer.band_of(test_probability),
+    n_boot=100,
+)
+print(review.table().round(4).to_string(index=False))
+
+# %% [markdown]
+# ## Why: the reasons behind the hottest and the coldest lead today
+
+# %%
+ranked = leads.sort_values("probability")
+examples = pd.concat([ranked.tail(1), ranked.head(1)])
+explained = scorer.explain_frame(examples, top_k=5)
+for lead_id, row in zip(examples["lead_id"], explained.itertuples(), strict=True):
+    print(f"lead {lead_id}: {row.probability:.1%} ({row.band})")
+    for reason in row.reasons:
+        print(f"  {reason['contribution']:+.3f}  {reason['label']}")

@@ -47,7 +47,9 @@ def build_stack(
     settings = Settings(
         paths=PathsSettings(root=root),
         demo=DemoSettings(n_leads=n_leads, end_date=END_DATE),
-        training=TrainingSettings(n_estimators=200),
+        # Two backtest folds and 50 resamples keep the many trainings of the tests quick; the
+        # defaults (4 and 200) are what `make run` uses.
+        training=TrainingSettings(n_estimators=200, backtest_folds=2, bootstrap_samples=50),
         feast=feast or FeastSettings(),
     )
     demo = generate_demo_data(

@@ -20,7 +20,13 @@ pytestmark = pytest.mark.slow
 
 def _leadscore(root: Path, *args: str) -> str:
     """Run one README command in a fresh process, its data under ``root``."""
-    env = {**os.environ, "LEADSCORE_PATHS__ROOT": str(root)}
+    env = {
+        **os.environ,
+        "LEADSCORE_PATHS__ROOT": str(root),
+        # The README's commands, minus the backtest and most bootstrap resamples (time).
+        "LEADSCORE_TRAINING__BACKTEST_FOLDS": "0",
+        "LEADSCORE_TRAINING__BOOTSTRAP_SAMPLES": "50",
+    }
     command = [
         str(Path(sys.executable).with_name("leadscore")),
         "--env-file",

@@ -27,6 +27,12 @@ def test_model_review_notebook_runs_on_the_trained_stack(stack, monkeypatch):
     assert namespace["test_metrics"]["roc_auc"] == pytest.approx(stack.training.metrics["roc_auc"])
     assert namespace["bands"]["leads"].sum() == len(namespace["leads"])
     assert len(namespace["importance"]) == 15
+    calibration = namespace["calibration"]
+    assert calibration["n"].sum() == len(namespace["test"])
+    assert namespace["review"].metrics["roc_auc"] == pytest.approx(
+        stack.training.metrics["roc_auc"]
+    )
+    assert len(namespace["explained"]) == 2
 
 
 def test_exploration_notebook_runs_on_the_stack_data(stack, monkeypatch):

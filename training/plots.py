@@ -51,7 +51,10 @@ def reliability_diagram(
     top.errorbar(
         table["mean_predicted"],
         table["observed"],
-        yerr=[table["observed"] - table["ci_low"], table["ci_high"] - table["observed"]],
+        # Wilson bounds of a 0% or 100% bin can land a rounding error past the rate itself.
+        yerr=np.clip(
+            [table["observed"] - table["ci_low"], table["ci_high"] - table["observed"]], 0, None
+        ),
         fmt="o-",
         color=MODEL,
         capsize=3,
