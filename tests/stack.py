@@ -77,4 +77,10 @@ def build_stack(
     apply_definitions(store)
     materialize_features(store, end=tables.as_of + timedelta(seconds=1))
     training = run_training(settings)
+    # The tests that train again from this stack (promotion, reload, retrain ...) need a
+    # challenger, not another backtest and baseline: those ran once, above.
+    quick = settings.training.model_copy(
+        update={"backtest_folds": 0, "baseline": False, "bootstrap_samples": 20}
+    )
+    settings = settings.model_copy(update={"training": quick})
     return Stack(settings, demo, report, tables, training)

@@ -21,6 +21,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 LOCAL = "local"
+DASK_CONNECT_SECONDS = 10
+"""How long to wait for a scheduler before giving up."""
 
 
 @contextmanager
@@ -38,7 +40,7 @@ def dask_client(scheduler: str) -> Iterator[Any]:
             yield client
         return
     try:
-        client = Client(scheduler, timeout=10)
+        client = Client(scheduler, timeout=DASK_CONNECT_SECONDS)
     except OSError as e:
         raise ValueError(
             f"training.dask_scheduler: cannot reach the Dask scheduler at {scheduler!r}: {e}"

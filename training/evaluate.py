@@ -310,7 +310,10 @@ def wilson_interval(
     denominator = 1 + z**2 / n
     centre = (rate + z**2 / (2 * n)) / denominator
     half = z * np.sqrt(rate * (1 - rate) / n + z**2 / (4 * n**2)) / denominator
-    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    # The bounds hold the rate itself (rounding can put them a hair past a 0% or 100% rate).
+    low = np.minimum(np.clip(centre - half, 0.0, 1.0), rate)
+    high = np.maximum(np.clip(centre + half, 0.0, 1.0), rate)
+    return low, high
 
 
 class _SortedSample:

@@ -46,7 +46,10 @@ def test_dask_training_matches_local_training_quality():
     assert auc > 0.75 and abs(auc - local_auc) < 0.02
 
 
-def test_an_unreachable_scheduler_is_named():
+def test_an_unreachable_scheduler_is_named(monkeypatch):
+    import training.distributed
+
+    monkeypatch.setattr(training.distributed, "DASK_CONNECT_SECONDS", 1)
     with pytest.raises(ValueError, match=r"tcp://127\.0\.0\.1:1"):
         train_on_dask(
             X=np.zeros((10, 1)),
