@@ -61,3 +61,45 @@ def test_an_unreachable_scheduler_is_named(monkeypatch):
             scheduler="tcp://127.0.0.1:1",
             partitions=1,
         )
+
+
+def test_fit_scorer_on_dask_gives_a_calibrated_scorer():
+    import pandas as pd
+
+    from leadscore.feature_catalog import FeatureSpec
+    from training.model import fit_scorer
+
+    rng = np.random.default_rng(2)
+    n = 6_000
+    frame = pd.DataFrame(
+        {
+            "visits": rng.poisson(3, n).astype(float),
+            "plan": rng.choice(["basic", "pro", "enterprise"], n),
+        }
+    )
+    logit = (
+        -2.5
+        + 0.4 * frame["visits"]
+        + frame["plan"].map({"basic": 0, "pro": 0.8, "enterprise": 1.5})
+    )
+    frame["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    specs = (
+        FeatureSpec("visits", "numeric", "v", "Visits.", "visits: {value}"),
+        FeatureSpec("plan", "categorical", "v", "Plan.", "plan: {value}"),
+    )
+    scorer = fit_scorer(
+        train=frame.iloc[:4_000],
+        calibration=frame.iloc[4_000:5_000],
+        specs=specs,
+        params={"n_estimators": 40, "num_leaves": 7, "learning_rate": 0.1, "min_child_samples": 50},
+        bands={"hot_min": 0.3, "warm_min": 0.1},
+        feature_service="test",
+        seed=1,
+        dask_scheduler="local",
+        dask_partitions=2,
+    )
+    test = frame.iloc[5_000:]
+    probability = scorer.predict_proba_frame(test)
+    assert roc_auc_score(test["label"], probability) > 0.7
+    assert abs(probability.mean() - test["label"].mean()) < 0.05
+    assert scorer.score_rows([{"visits": 9.0, "plan": "enterprise"}])[0].probability > 0.5
