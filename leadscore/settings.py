@@ -297,6 +297,25 @@ class ServingSettings(BaseModel):
     )
 
 
+class AuthSettings(BaseModel):
+    """API keys of the scoring API (``leadscore keys``)."""
+
+    required: bool = Field(
+        default=True,
+        description="Every /v1 route needs an API key with the route's scope (false: open API).",
+    )
+    db_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the api_keys table; default: the live event log's database.",
+    )
+    cache_seconds: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="How long a verified key is trusted without asking the database (a "
+        "revocation takes effect within this time).",
+    )
+
+
 PromotionMetric = Literal["roc_auc", "pr_auc", "brier", "log_loss", "ece"]
 
 
@@ -357,6 +376,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
     events: EventsSettings = EventsSettings()
+    auth: AuthSettings = AuthSettings()
     writeback: WritebackSettings = WritebackSettings()
     promotion: PromotionSettings = PromotionSettings()
 
@@ -373,6 +393,11 @@ class Settings(BaseSettings):
         if self.events.log_url:
             return self.events.log_url
         return f"sqlite:///{self.paths.resolve(Path('data/live/events.db'))}"
+
+    @property
+    def auth_db_url(self) -> str:
+        """Where API keys are stored (the live event log's database unless configured)."""
+        return self.auth.db_url or self.event_log_url
 
     @property
     def artifact_dir(self) -> Path:

@@ -34,6 +34,8 @@ features_app = typer.Typer(help="Feature store: apply definitions, build tables,
 app.add_typer(features_app, name="features")
 quarantine_app = typer.Typer(help="Rows rejected by ingest: list them, replay them once fixed.")
 app.add_typer(quarantine_app, name="quarantine")
+keys_app = typer.Typer(help="API keys of the scoring API: create, list, revoke.")
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -225,6 +227,91 @@ def ingest(
     typer.echo(report.summary())
 
 
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="What the key is for (e.g. the CRM's name).")],
+    scope: Annotated[
+        list[str],
+        typer.Option(
+            help="Scope the key carries (repeat the option): score:read, events:write, "
+            "outcomes:write, reports:read, admin (admin implies all)."
+        ),
+    ],
+) -> None:
+    """Create an API key and print it once: only its hash is stored, so it cannot be shown
+    again (revoke it and create another if it is lost).
+
+    Examples:
+
+        leadscore keys create --name crm-sync --scope score:read --scope events:write
+
+        leadscore keys create --name ops --scope admin
+    """
+    from leadscore.auth import ApiKeyStore
+
+    settings = get_settings()
+    try:
+        key, record = ApiKeyStore(settings.auth_db_url).create(name, scope)
+    except ValueError as e:
+        raise _fail(str(e)) from e
+    console.print(
+        f"created key {record.prefix} ({record.name}) with scopes "
+        f"{', '.join(sorted(record.scopes))}; it is shown once, store it now:"
+    )
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every API key: prefix, id, name, scopes, created, last used and revoked (never the key).
+
+    Examples:
+
+        leadscore keys list
+    """
+    from rich.table import Table
+
+    from leadscore.auth import ApiKeyStore
+
+    keys = ApiKeyStore(get_settings().auth_db_url).list()
+    table = Table("prefix", "id", "name", "scopes", "created", "last used", "revoked")
+
+    def when(moment: datetime | None) -> str:
+        return moment.strftime("%Y-%m-%d %H:%M:%S") if moment is not None else "-"
+
+    for k in keys:
+        table.add_row(
+            k.prefix,
+            k.key_id,
+            k.name,
+            " ".join(sorted(k.scopes)),
+            when(k.created_at),
+            when(k.last_used_at),
+            when(k.revoked_at),
+        )
+    Console(width=160).print(table)
+    console.print(f"{len(keys)} keys, {sum(k.active for k in keys)} active")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's prefix (ls_xxxxxxxx) or id.")],
+) -> None:
+    """Revoke an API key: the API refuses it within auth.cache_seconds.
+
+    Examples:
+
+        leadscore keys revoke ls_AbCd1234
+    """
+    from leadscore.auth import ApiKeyStore, UnknownKeyError
+
+    try:
+        record = ApiKeyStore(get_settings().auth_db_url).revoke(key)
+    except UnknownKeyError as e:
+        raise _fail(str(e)) from e
+    typer.echo(f"revoked {record.prefix} ({record.name}) at {record.revoked_at}")
+
+
 @quarantine_app.command("list")
 def quarantine_list(
     table: Annotated[str | None, typer.Option(help="Only this table's rows.")] = None,
@@ -388,11 +475,13 @@ def _build_tables(settings: Settings, as_of: datetime | None) -> FeatureTables:
         dataset_attributes,
         publish_offline_tables,
     )
-    from pipelines.ingest import load_attributes, load_table
+    from pipelines.ingest import load_attributes, load_outcomes, load_table
 
     tables = {name: load_table(settings.paths.warehouse, name) for name in TABLE_NAMES}
     # Live events received by the API since the last ingest count too.
     tables["events"] = all_events(warehouse=tables["events"], log=EventLog(settings.event_log_url))
+    # And so do the outcomes posted to the API (POST /v1/outcomes).
+    tables["outcomes"] = load_outcomes(settings.paths.warehouse, settings.event_log_url)
     if tables["leads"].empty:
         raise _fail("the warehouse has no leads: run `leadscore ingest` first")
     result = _run(
@@ -695,7 +784,7 @@ def retrain(
 
         leadscore retrain --anyway
     """
-    from pipelines.ingest import load_table
+    from pipelines.ingest import load_outcomes
     from pipelines.train_flow import run_training
     from training.promotion import new_outcomes
     from training.promotion import promote as promote_version
@@ -703,7 +792,9 @@ def retrain(
     settings = get_settings()
     fresh = _run(
         "counting new outcomes",
-        lambda: new_outcomes(settings, load_table(settings.paths.warehouse, "outcomes")),
+        lambda: new_outcomes(
+            settings, load_outcomes(settings.paths.warehouse, settings.event_log_url)
+        ),
     )
     typer.echo(fresh.describe())
     if fresh.count == 0 and not anyway:
@@ -803,7 +894,10 @@ def serve(
 
         leadscore serve --port 8000
 
-        curl -s localhost:8000/v1/score -H 'content-type: application/json' -d '{"lead_id": 1}'
+        leadscore keys create --name crm --scope score:read
+
+        curl -s localhost:8000/v1/score -H 'content-type: application/json' \\
+            -H 'authorization: Bearer ls_...' -d '{"lead_id": 1}'
     """
     import uvicorn
 
@@ -815,6 +909,25 @@ def serve(
         port=port or cfg.port,
         log_level="info",
     )
+
+
+DEMO_KEY_NAME = "demo"
+
+
+def _demo_key(settings: Settings) -> str:
+    """A fresh score:read + events:write key named ``demo`` for the printed curl lines.
+
+    Keys are stored hashed, so an earlier demo key cannot be shown again: it is revoked and
+    replaced, which leaves exactly one active demo key.
+    """
+    from leadscore.auth import EVENTS_WRITE, SCORE_READ, ApiKeyStore
+
+    keys = ApiKeyStore(settings.auth_db_url)
+    for old in keys.list():
+        if old.name == DEMO_KEY_NAME and old.active:
+            keys.revoke(old.key_id)
+    key, _ = keys.create(DEMO_KEY_NAME, [SCORE_READ, EVENTS_WRITE])
+    return key
 
 
 @app.command("run-all")
@@ -859,10 +972,13 @@ def run_all(
 
     hot, cold = example_leads(settings)
     url = f"http://{settings.serving.host}:{settings.serving.port}/v1/score"
+    auth = ""
+    if settings.auth.required:
+        auth = f" -H 'authorization: Bearer {_demo_key(settings)}'"
     for kind, lead_id in (("hot", hot), ("cold", cold)):
         typer.echo(
-            f"# a {kind} lead:\ncurl -s -X POST {url} -H 'content-type: application/json' "
-            f"-d '{{\"lead_id\": {lead_id}}}'"
+            f"# a {kind} lead:\ncurl -s -X POST {url} -H 'content-type: application/json'"
+            f"{auth} -d '{{\"lead_id\": {lead_id}}}'"
         )
     if serve_after:
         serve(None, None)

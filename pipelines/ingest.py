@@ -745,6 +745,22 @@ def load_table(warehouse_dir: Path, name: str) -> pd.DataFrame:
     return conform(pd.read_parquet(path), contract)
 
 
+def load_outcomes(warehouse_dir: Path, log_url: str) -> pd.DataFrame:
+    """The outcomes training and scoring use: the validated table plus those posted to the API.
+
+    Args:
+        warehouse_dir: The warehouse folder.
+        log_url: SQLAlchemy URL of the live event log, whose ``api_outcomes`` table holds the
+            outcomes of ``POST /v1/outcomes`` (``settings.event_log_url``).
+
+    Returns:
+        One row per lead (its latest close), with the contract columns and dtypes.
+    """
+    from leadscore.outcome_log import OutcomeLog, all_outcomes
+
+    return all_outcomes(warehouse=load_table(warehouse_dir, OUTCOMES.name), log=OutcomeLog(log_url))
+
+
 def _attributes_contract(manifest: DatasetManifest) -> TableContract:
     return TableContract(
         name=ATTRIBUTES_TABLE,

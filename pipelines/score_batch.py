@@ -102,7 +102,7 @@ def score_open_leads(
         FileNotFoundError: The feature tables were not built yet.
     """
     from pipelines.examples import current_features, load_champion
-    from pipelines.ingest import load_table
+    from pipelines.ingest import load_outcomes
 
     version = _champion_version(settings)
     scorer = load_champion(settings)
@@ -113,7 +113,7 @@ def score_open_leads(
         )
     features = current_features(settings)
     if not include_closed:
-        outcomes = load_table(settings.paths.warehouse, "outcomes")
+        outcomes = load_outcomes(settings.paths.warehouse, settings.event_log_url)
         features = features[~features["lead_id"].isin(outcomes["lead_id"])]
     features = features.sort_values("lead_id", kind="stable").reset_index(drop=True)
     explained = scorer.explain_frame(features, top_k=settings.serving.top_reasons)

@@ -17,7 +17,7 @@ from leadscore.feature_catalog import MODEL_FEATURES, FeatureSpec
 from leadscore.scorer import LeadScorer
 from leadscore.settings import Settings, TrainingSettings
 from pipelines.feature_store import data_as_of, open_store
-from pipelines.ingest import load_table
+from pipelines.ingest import load_outcomes, load_table
 from training.audit import AuditReport, audit_features, check_feature_names
 from training.backtest import BacktestDataError, BacktestResult, rolling_origin_backtest
 from training.baseline import BaselineModel, fit_baseline, log_baseline
@@ -88,7 +88,9 @@ def build_training_frame(
         TrainingDataError: Too few won or lost leads (checked before the feature join).
     """
     warehouse = settings.paths.warehouse
-    tables = {name: load_table(warehouse, name) for name in ("leads", "stage_changes", "outcomes")}
+    tables = {name: load_table(warehouse, name) for name in ("leads", "stage_changes")}
+    # Outcomes posted to the API (POST /v1/outcomes) count as much as ingested ones.
+    tables["outcomes"] = load_outcomes(warehouse, settings.event_log_url)
     tables["events"] = load_table(warehouse, "events")
     moment = as_of or data_as_of(tables)
     cfg = settings.training
@@ -272,7 +274,9 @@ def run_training(
             "search_trials": len(search.trials) if search else 0,
             "dask_scheduler": cfg.dask_scheduler or "",
             # What `leadscore retrain` counts new outcomes against.
-            **outcome_params(load_table(settings.paths.warehouse, "outcomes"), as_of=moment),
+            **outcome_params(
+                load_outcomes(settings.paths.warehouse, settings.event_log_url), as_of=moment
+            ),
         },
         metrics=logged_metrics,
         tags={

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from leadscore.settings import Settings, get_settings
-from serving.errors import InvalidInputError, LeadscoreError
+from serving.errors import InvalidInputError, LeadscoreError, UnauthorizedError
 from serving.routes import router
 from serving.service import ScoringService, load_service
 
@@ -95,6 +95,8 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
         app.state.reload_error = None
         app.state.settings = cfg
         app.state.loader = loader
+        app.state.keys = None  # opened on the first authenticated request
+        app.state.outcomes = None  # opened on the first POST /v1/outcomes
         try:
             app.state.service = loader(cfg)
         except (LookupError, OSError, ValueError, TypeError) as e:
@@ -125,8 +127,11 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
         detail: object = exc.message
         if isinstance(exc, InvalidInputError):
             detail = [{"field": f, "problem": p} for f, p in exc.problems.items()]
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, UnauthorizedError) else None
         return JSONResponse(
-            status_code=exc.status_code, content={"error": exc.code, "detail": detail}
+            status_code=exc.status_code,
+            content={"error": exc.code, "detail": detail},
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)

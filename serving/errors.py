@@ -33,3 +33,17 @@ class InvalidInputError(LeadscoreError):
 class NotReadyError(LeadscoreError):
     status_code = 503
     code = "not_ready"
+
+
+class UnauthorizedError(LeadscoreError):
+    """No API key, or one that is unknown or revoked."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(LeadscoreError):
+    """A valid API key without the route's scope."""
+
+    status_code = 403
+    code = "forbidden"

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
+from leadscore.auth import ADMIN, EVENTS_WRITE, OUTCOMES_WRITE, SCORE_READ
+from leadscore.outcome_log import OutcomeLog
 from serving.errors import NotReadyError
+from serving.outcomes import OutcomeIntake
 from serving.schemas import (
     ErrorResponse,
     EventsRequest,
     EventsResponse,
     HealthResponse,
+    ModelResponse,
+    OutcomesRequest,
+    OutcomesResponse,
     ReadyResponse,
     ReasonOut,
+    ReloadResponse,
     ScoreRequest,
     ScoreResponse,
 )
+from serving.security import require_scope
 from serving.service import ScoreResult, ScoringService
 
 router = APIRouter()
+
+_AUTH_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorResponse, "description": "No valid API key"},
+    403: {"model": ErrorResponse, "description": "The key lacks the route's scope"},
+}
+_outcomes_lock = threading.Lock()
 
 
 def get_service(request: Request) -> ScoringService:
@@ -74,7 +89,9 @@ def _score_response(result: ScoreResult) -> ScoreResponse:
 @router.post(
     "/v1/score",
     tags=["scoring"],
+    dependencies=[Depends(require_scope(SCORE_READ))],
     responses={
+        **_AUTH_ERRORS,
         404: {"model": ErrorResponse, "description": "Unknown lead"},
         422: {"model": ErrorResponse, "description": "Malformed body"},
         503: {"model": ErrorResponse, "description": "No model loaded"},
@@ -88,7 +105,9 @@ def score(body: ScoreRequest, service: ServiceDep) -> ScoreResponse:
 @router.post(
     "/v1/events",
     tags=["events"],
+    dependencies=[Depends(require_scope(EVENTS_WRITE))],
     responses={
+        **_AUTH_ERRORS,
         422: {"model": ErrorResponse, "description": "Malformed or invalid event"},
         503: {"model": ErrorResponse, "description": "No model loaded"},
     },
@@ -107,4 +126,83 @@ def post_events(body: EventsRequest, request: Request, service: ServiceDep) -> E
         accepted=len(fresh),
         duplicates=len(events) - len(fresh),
         scores=[_score_response(r) for r in results],
+    )
+
+
+def get_outcomes(request: Request) -> OutcomeIntake:
+    """The app's outcome intake, opened on first use (it needs no model)."""
+    state = request.app.state
+    intake: OutcomeIntake | None = getattr(state, "outcomes", None)
+    if intake is None:
+        with _outcomes_lock:
+            intake = getattr(state, "outcomes", None)
+            if intake is None:
+                settings = state.settings
+                intake = OutcomeIntake(
+                    log=OutcomeLog(settings.event_log_url),
+                    warehouse_leads=settings.paths.warehouse / "leads.parquet",
+                )
+                state.outcomes = intake
+    return intake
+
+
+@router.post(
+    "/v1/outcomes",
+    tags=["outcomes"],
+    dependencies=[Depends(require_scope(OUTCOMES_WRITE))],
+    responses={
+        **_AUTH_ERRORS,
+        422: {"model": ErrorResponse, "description": "Malformed or invalid outcome"},
+    },
+)
+def post_outcomes(
+    body: OutcomesRequest,
+    request: Request,
+    intake: Annotated[OutcomeIntake, Depends(get_outcomes)],
+) -> OutcomesResponse:
+    """Record closed deals (idempotent by lead_id and closed_at) for the next training.
+
+    Validated like ingest (known lead, closed_at with a time zone, not in the future and not
+    before the lead was created), all or nothing.
+    """
+    outcomes = [o.model_dump() for o in body.outcomes]
+    accepted, duplicates = intake.record(
+        outcomes, max_outcomes=request.app.state.settings.events.max_per_request
+    )
+    return OutcomesResponse(accepted=accepted, duplicates=duplicates)
+
+
+@router.get(
+    "/v1/model",
+    tags=["model"],
+    dependencies=[Depends(require_scope(SCORE_READ))],
+    responses={**_AUTH_ERRORS, 503: {"model": ErrorResponse, "description": "No model loaded"}},
+)
+def model(service: ServiceDep) -> ModelResponse:
+    """The served model version: registry facts, test metrics, bands, calibration, features."""
+    return ModelResponse.model_validate(service.describe())
+
+
+@router.post(
+    "/v1/admin/reload",
+    tags=["admin"],
+    dependencies=[Depends(require_scope(ADMIN))],
+    responses={
+        **_AUTH_ERRORS,
+        503: {"model": ErrorResponse, "description": "The load failed; the old model serves"},
+    },
+)
+def admin_reload(request: Request) -> ReloadResponse:
+    """Serve the version the alias points to now (what the reload thread does periodically)."""
+    from serving.app import reload_model
+
+    app = request.app
+    changed = reload_model(app)
+    service: ScoringService | None = app.state.service
+    if app.state.reload_error is not None:
+        raise NotReadyError(f"reload failed, serving as before: {app.state.reload_error}")
+    if service is None:
+        raise NotReadyError(f"no model is loaded: {app.state.load_error}")
+    return ReloadResponse(
+        model_name=service.model_name, model_version=service.model_version, changed=changed
     )

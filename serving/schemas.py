@@ -7,10 +7,11 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from leadscore.contracts import EVENT_CHANNELS, EVENT_TYPES
+from leadscore.contracts import EVENT_CHANNELS, EVENT_TYPES, RESULTS
 
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 EventChannel = Literal[EVENT_CHANNELS]  # type: ignore[valid-type]
+OutcomeResult = Literal[RESULTS]  # type: ignore[valid-type]
 
 
 class ScoreRequest(BaseModel):
@@ -86,6 +87,75 @@ class EventsResponse(BaseModel):
     accepted: int = Field(description="Events stored now.")
     duplicates: int = Field(description="Events already stored before (same event_id).")
     scores: list[ScoreResponse] = Field(description="Fresh score of every lead in the request.")
+
+
+class OutcomeIn(BaseModel):
+    """One closed deal (the ``outcomes`` data contract)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lead_id: int = Field(ge=0)
+    closed_at: AwareDatetime = Field(description="When the deal closed, with a time zone.")
+    result: OutcomeResult
+    amount: float | None = Field(default=None, ge=0, description="Deal value (USD).")
+
+
+class OutcomesRequest(BaseModel):
+    """Closed deals fed back by the CRM (idempotent by lead_id and closed_at)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "outcomes": [
+                        {
+                            "lead_id": 42,
+                            "closed_at": "2026-11-20T16:00:00Z",
+                            "result": "won",
+                            "amount": 12000.0,
+                        }
+                    ]
+                }
+            ]
+        },
+    )
+
+    outcomes: list[OutcomeIn] = Field(min_length=1)
+
+
+class OutcomesResponse(BaseModel):
+    """What happened to the outcomes."""
+
+    accepted: int = Field(description="Outcomes stored now (used by the next training).")
+    duplicates: int = Field(description="Outcomes stored before (same lead_id and closed_at).")
+
+
+class ModelResponse(BaseModel):
+    """The model version the API serves."""
+
+    name: str
+    version: str
+    aliases: list[str] = Field(description="Registry aliases of the version.")
+    registered_at: datetime | None = None
+    trained_at: datetime | None = Field(default=None, description="Start of its training run.")
+    run_id: str | None = None
+    test_metrics: dict[str, float] = Field(
+        description="Metrics on the test period as logged by training (test_ prefix removed)."
+    )
+    bands: dict[str, float] = Field(description="Probability cut-offs: hot_min, warm_min.")
+    band_policy: dict[str, object] = Field(description="How the cut-offs were chosen.")
+    calibration: str = Field(description="sigmoid (Platt scaling) or isotonic.")
+    feature_service: str
+    features: list[str]
+
+
+class ReloadResponse(BaseModel):
+    """The outcome of a reload."""
+
+    model_name: str
+    model_version: str
+    changed: bool = Field(description="Whether another version is served now.")
 
 
 class HealthResponse(BaseModel):

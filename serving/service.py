@@ -161,6 +161,35 @@ class ModelSource:
             ) from e
         return ServedModel(scorer=scorer, lookup=lookup, name=self.model_name, version=version)
 
+    def details(self, version: str) -> dict[str, Any]:
+        """Registry facts of a version: aliases, registration and training time, run id and
+        the test metrics its training run logged (``test_`` prefix removed).
+        """
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        registered = client.get_model_version(self.model_name, version)
+        out: dict[str, Any] = {
+            "aliases": sorted(registered.aliases or []),
+            "registered_at": _from_millis(registered.creation_timestamp),
+            "run_id": registered.run_id,
+            "trained_at": None,
+            "test_metrics": {},
+        }
+        if registered.run_id:
+            run = client.get_run(registered.run_id)
+            out["trained_at"] = _from_millis(run.info.start_time)
+            out["test_metrics"] = {
+                k.removeprefix("test_"): float(v)
+                for k, v in sorted(run.data.metrics.items())
+                if k.startswith("test_")
+            }
+        return out
+
+
+def _from_millis(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1000, tz=UTC)
+
 
 class ScoringService:
     """Scores leads with one model version at a time.
@@ -193,6 +222,7 @@ class ScoringService:
         self.top_reasons = top_reasons
         self.source = source
         self._reload_lock = threading.Lock()
+        self._details: dict[str, dict[str, Any]] = {}
 
     @property
     def served(self) -> ServedModel:
@@ -242,6 +272,36 @@ class ScoringService:
             "now serving %s version %s (was version %s)", fresh.name, fresh.version, previous
         )
         return fresh.version
+
+    def describe(self) -> dict[str, Any]:
+        """The served version: name, version, registry facts, test metrics, bands, calibration,
+        feature service and features (registry facts are read once per version).
+        """
+        served = self._served
+        facts = self._details.get(served.version)
+        if facts is None:
+            facts = {"aliases": [], "test_metrics": {}}
+            if self.source is not None:
+                try:
+                    facts = self.source.details(served.version)
+                except Exception as e:  # the registry is down: answer what the model knows
+                    logger.warning(
+                        "registry facts of version %s unavailable: %s", served.version, e
+                    )
+                    facts = {**facts, "detail": str(e)}
+                else:
+                    self._details[served.version] = facts
+        scorer = served.scorer
+        return {
+            **{k: v for k, v in facts.items() if k != "detail"},
+            "name": served.name,
+            "version": served.version,
+            "bands": dict(scorer.bands),
+            "band_policy": dict(scorer.band_policy),
+            "calibration": scorer.calibration_method,
+            "feature_service": scorer.feature_service,
+            "features": scorer.features,
+        }
 
     def record_events(
         self, events: Sequence[Mapping[str, Any]], *, max_events: int

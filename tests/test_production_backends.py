@@ -7,9 +7,8 @@ down, failed under ``CI=true``); the schema and the Redis keys of the run are re
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from serving.app import create_app
+from tests.api_keys import api_client
 from tests.services import (
     delete_redis_project_keys,
     drop_postgres_schema,
@@ -40,7 +39,7 @@ def test_trains_from_postgres_and_serves_from_redis(production_stack):
     # then: a useful model from the point-in-time join in PostgreSQL
     assert production_stack.training.metrics["roc_auc"] > 0.75
     lead_id = int(production_stack.demo.truth["lead_id"].iloc[0])
-    with TestClient(create_app(production_stack.settings)) as client:
+    with api_client(production_stack.settings) as client:
         # when
         ready = client.get("/ready").json()
         score = client.post("/v1/score", json={"lead_id": lead_id})

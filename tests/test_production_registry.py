@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
 
 from leadscore.settings import Settings
 from pipelines.train_flow import run_training
-from serving.app import create_app
+from tests.api_keys import api_client
 from tests.services import PostgresParams, require_postgres, unique_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
@@ -52,7 +51,7 @@ def test_models_are_tracked_registered_and_served_from_postgres(stack, mlflow_da
     assert result.model.version == "1"
     assert settings.mlflow.champion_alias in result.model.aliases
     lead_id = int(stack.demo.leads["lead_id"].iloc[0])
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         ready = client.get("/ready").json()
         score = client.post("/v1/score", json={"lead_id": lead_id})
     assert ready["model_version"] == "1", ready

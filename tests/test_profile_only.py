@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
 from leadscore.settings import PathsSettings, Settings, TrainingSettings
 from pipelines.feature_store import (
@@ -22,7 +21,7 @@ from pipelines.feature_store import (
 )
 from pipelines.ingest import ingest_mapping, load_attributes, load_table
 from pipelines.train_flow import run_training
-from serving.app import create_app
+from tests.api_keys import api_client
 from training.audit import LeakageError
 
 pytestmark = pytest.mark.slow
@@ -126,7 +125,7 @@ def test_profile_only_data_trains_and_serves_from_attributes(profile_only: Setti
     assert {"plan", "visits", "member"} <= kept
     assert "page_view_7d" not in kept and "page_view_7d" in result.audit.dropped_constant
 
-    with TestClient(create_app(profile_only)) as client:
+    with api_client(profile_only) as client:
         response = client.post("/v1/score", json={"lead_id": 1005})
         assert response.status_code == 200, response.text
         body = response.json()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from serving.app import create_app
+from tests.api_keys import api_client
 
 
 @pytest.fixture(scope="module")
 def client(stack):
     """The API on the end-to-end stack (its champion model and online store)."""
-    with TestClient(create_app(stack.settings)) as c:
+    with api_client(stack.settings) as c:
         yield c

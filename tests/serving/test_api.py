@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from serving.app import create_app
+from tests.api_keys import api_client
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +80,7 @@ def test_health_ready_and_openapi(client, stack):
 def test_not_ready_without_a_model(make_settings, tmp_path):
     # given: an empty registry
     settings = make_settings(tmp_path)
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         # when
         ready = client.get("/ready")
         score = client.post("/v1/score", json={"lead_id": 1})

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
 from leadscore.event_log import EventLog
 from leadscore.feature_catalog import FEATURES_BY_NAME
@@ -20,8 +19,8 @@ from leadscore.live import LiveFeatures
 from leadscore.settings import FeastSettings, PathsSettings, Settings
 from leadscore.store import open_store
 from pipelines.feature_store import apply_definitions, build_feature_tables, materialize_features
-from serving.app import create_app
 from serving.service import OnlineFeatures, ScoringService
+from tests.api_keys import api_client
 from tests.pipelines.test_feature_store import _tables
 from tests.services import delete_redis_project_keys, require_redis, unique_name
 from training.model import fit_scorer
@@ -96,7 +95,7 @@ def test_pushed_event_changes_online_features_and_the_next_score(settings):
             half_life_days=14,
         ),
     )
-    with TestClient(create_app(settings, loader=lambda s: service)) as client:
+    with api_client(settings, loader=lambda s: service) as client:
         before = client.post("/v1/score", json={"lead_id": 2}).json()
         # when: the cold lead requests a demo
         event = {

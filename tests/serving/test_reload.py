@@ -10,13 +10,13 @@ import threading
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
 from leadscore.settings import Settings
 from leadscore.tracking import connect_tracking
 from pipelines.train_flow import run_training
-from serving.app import create_app, reload_model
+from serving.app import reload_model
+from tests.api_keys import api_client
 from training.promotion import promote
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def _promote_a_new_version(settings: Settings) -> str:
 
 
 def test_an_explicit_reload_serves_the_new_champion(settings, lead_id):
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         # given
         before = client.get("/ready").json()["model_version"]
         score = client.post("/v1/score", json={"lead_id": lead_id}).json()
@@ -82,7 +82,7 @@ def test_an_explicit_reload_serves_the_new_champion(settings, lead_id):
 
 
 def test_a_failed_load_keeps_the_served_model_and_logs_why(settings, lead_id, tmp_path, caplog):
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         # given: the champion alias moved to a version whose model cannot be read
         before = client.get("/ready").json()["model_version"]
         connect_tracking(settings.tracking_uri)
@@ -107,7 +107,7 @@ def test_a_failed_load_keeps_the_served_model_and_logs_why(settings, lead_id, tm
 
 
 def test_scores_keep_flowing_while_the_model_is_swapped(settings, stack):
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         # given: clients scoring in the background
         before = client.get("/ready").json()["model_version"]
         new = _promote_a_new_version(settings)
@@ -140,7 +140,7 @@ def test_the_polling_thread_picks_up_a_new_champion(stack, tmp_path):
     # given: an API polling the registry often
     settings = _with_registry(stack.settings, tmp_path, copy=True, reload_seconds=0.2)
     running = set(threading.enumerate())
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         new = _promote_a_new_version(settings)
         # when: waiting for the thread (bounded, so a broken thread fails instead of hanging)
         deadline = time.monotonic() + 120
@@ -163,7 +163,7 @@ def test_an_api_started_before_the_first_model_becomes_ready_when_one_is_trained
 ):
     # given: no model in the registry
     settings = _with_registry(stack.settings, tmp_path, copy=False, reload_seconds=0)
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         assert client.get("/ready").status_code == 503
         assert reload_model(client.app) is False  # still nothing
         assert client.get("/ready").status_code == 503
