@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 import uuid
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 import httpx
 import numpy as np
 
+from leadscore.auth import ApiKeyStore
 from leadscore.settings import get_settings
 from pipelines.ingest import load_table
 
@@ -27,11 +29,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--key", help="API key (default: LEADSCORE_API_KEY, else a new one)")
     args = parser.parse_args()
+    # A key with the scopes the benchmark needs: --key, LEADSCORE_API_KEY or a new one.
+    key = (
+        args.key
+        or os.environ.get("LEADSCORE_API_KEY")
+        or ApiKeyStore(get_settings().auth_db_url).create("bench", ["score:read", "events:write"])[
+            0
+        ]
+    )
+    headers = {"authorization": f"Bearer {key}"}
     ids = load_table(get_settings().paths.warehouse, "leads")["lead_id"].tolist()
     rng = random.Random(1)
     post_ms, fresh_ms, changed = [], [], 0
-    with httpx.Client(base_url=args.url, timeout=10) as client:
+    with httpx.Client(base_url=args.url, timeout=10, headers=headers) as client:
         for _ in range(args.events):
             lead_id = rng.choice(ids)
             before = client.post("/v1/score", json={"lead_id": lead_id}).json()["probability"]

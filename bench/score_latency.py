@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 
 import httpx
 import numpy as np
 
+from leadscore.auth import ApiKeyStore
 from leadscore.settings import get_settings
 from pipelines.ingest import load_table
 
@@ -24,12 +26,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default="http://127.0.0.1:8000/v1/score")
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--key", help="API key (default: LEADSCORE_API_KEY, else a new one)")
     args = parser.parse_args()
+    # A key with the scopes the benchmark needs: --key, LEADSCORE_API_KEY or a new one.
+    key = (
+        args.key
+        or os.environ.get("LEADSCORE_API_KEY")
+        or ApiKeyStore(get_settings().auth_db_url).create("bench", ["score:read"])[0]
+    )
+    headers = {"authorization": f"Bearer {key}"}
     ids = load_table(get_settings().paths.warehouse, "leads")["lead_id"].tolist()
     rng = random.Random(0)
     latencies = []
     errors = 0
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=10, headers=headers) as client:
         for _ in range(50):  # warm-up
             client.post(args.url, json={"lead_id": rng.choice(ids)})
         for _ in range(args.requests):

@@ -11,13 +11,13 @@ import pandas as pd
 
 from leadscore.settings import get_settings
 from pipelines.funnel import channel_funnel, monthly_cohorts
-from pipelines.ingest import list_quarantine, load_table
+from pipelines.ingest import list_quarantine, load_outcomes, load_table
 
 settings = get_settings()
-tables = {
-    name: load_table(settings.paths.warehouse, name)
-    for name in ("leads", "events", "stage_changes", "outcomes")
-}
+warehouse = settings.paths.warehouse
+tables = {name: load_table(warehouse, name) for name in ("leads", "events", "stage_changes")}
+# Outcomes ingested and those the CRM posted to the API (POST /v1/outcomes).
+tables["outcomes"] = load_outcomes(warehouse, settings.event_log_url)
 for name, frame in tables.items():
     print(f"{name:<14} {len(frame):>10,} rows")
 

@@ -104,8 +104,10 @@ def aliased_version(tracking_uri: str, model_name: str, alias: str) -> str:
 class ModelSource:
     """The registry alias a service serves: the version it points to, and loading a version.
 
-    Uses its own MLflow client (no process-wide tracking URI), so a background reload never
-    depends on, or changes, what other code in the process points MLflow at.
+    Reads the alias with its own MLflow client. Loading a model resolves ``models:/`` URIs
+    through MLflow's process-wide tracking and registry URIs (MLflow 3 ignores the URIs passed
+    to ``download_artifacts`` for them), so the source points MLflow at its store: a serving
+    process talks to one tracking store only.
 
     Args:
         tracking_uri: MLflow tracking and registry URI.
@@ -117,10 +119,13 @@ class ModelSource:
     def __init__(
         self, *, tracking_uri: str, model_name: str, alias: str, store: FeatureStore
     ) -> None:
+        from leadscore.tracking import connect_tracking
+
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         self.alias = alias
         self._store = store
+        connect_tracking(tracking_uri)
 
     def current_version(self) -> str:
         """The version the alias points to now.
