@@ -295,6 +295,13 @@ class ServingSettings(BaseModel):
         description="How often the API asks the registry which version the alias points to "
         "and swaps in a new one (0: never; the model loaded at start-up is served).",
     )
+    max_batch: int = Field(default=1000, gt=0, description="Lead ids per POST /v1/score/batch.")
+    score_log_queue: int = Field(
+        default=10_000,
+        gt=0,
+        description="Served scores waiting to be written to the score log; beyond that they "
+        "are dropped (and counted) rather than slowing requests.",
+    )
 
 
 class AuthSettings(BaseModel):

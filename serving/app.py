@@ -2,6 +2,8 @@
 
 While the app runs, a background thread asks the registry every ``serving.reload_seconds``
 which version the served alias points to, and swaps in a new one (:func:`reload_model`).
+Another one writes the served scores to the score log (:class:`~leadscore.score_log.ScoreRecorder`),
+and writes what is still queued when the app shuts down.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from leadscore.score_log import ScoreLog, ScoreRecorder
 from leadscore.settings import Settings, get_settings
 from serving.errors import InvalidInputError, LeadscoreError, UnauthorizedError
 from serving.routes import router
@@ -97,6 +100,12 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
         app.state.loader = loader
         app.state.keys = None  # opened on the first authenticated request
         app.state.outcomes = None  # opened on the first POST /v1/outcomes
+        # Served scores are written by one background thread, off the request path.
+        app.state.score_log = ScoreLog(cfg.event_log_url)
+        app.state.score_recorder = recorder = ScoreRecorder(
+            app.state.score_log, max_queue=cfg.serving.score_log_queue
+        )
+        recorder.start()
         try:
             app.state.service = loader(cfg)
         except (LookupError, OSError, ValueError, TypeError) as e:
@@ -112,6 +121,7 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
         finally:
             if reloader is not None:
                 reloader.stop()
+            recorder.stop()
             app.state.service = None
 
     app = FastAPI(

@@ -19,6 +19,18 @@ class LeadNotFoundError(LeadscoreError):
     code = "lead_not_found"
 
 
+class NoScoreError(LeadscoreError):
+    """The lead was never scored by the API (nothing in the score log)."""
+
+    status_code = 404
+    code = "no_score"
+
+
+class BatchTooLargeError(LeadscoreError):
+    status_code = 413
+    code = "batch_too_large"
+
+
 class InvalidInputError(LeadscoreError):
     """Well-formed input that breaks a rule; ``problems`` maps each field to what is wrong."""
 

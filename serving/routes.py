@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import threading
-from typing import Annotated
+import uuid
+from collections.abc import Iterable
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import AwareDatetime
 
 from leadscore.auth import ADMIN, EVENTS_WRITE, OUTCOMES_WRITE, SCORE_READ
 from leadscore.outcome_log import OutcomeLog
-from serving.errors import NotReadyError
+from leadscore.score_log import ScoreLog, ScoreRecorder, ServedScore
+from serving.errors import BatchTooLargeError, NoScoreError, NotReadyError
 from serving.outcomes import OutcomeIntake
 from serving.schemas import (
+    BatchScoreItem,
+    BatchScoreRequest,
+    BatchScoreResponse,
     ErrorResponse,
     EventsRequest,
     EventsResponse,
@@ -22,8 +29,11 @@ from serving.schemas import (
     ReadyResponse,
     ReasonOut,
     ReloadResponse,
+    ScoreHistoryItem,
+    ScoreHistoryResponse,
     ScoreRequest,
     ScoreResponse,
+    StoredScoreResponse,
 )
 from serving.security import require_scope
 from serving.service import ScoreResult, ScoringService
@@ -71,15 +81,60 @@ def ready(request: Request, response: Response) -> ReadyResponse:
     )
 
 
+def _reasons_out(reasons: Iterable[Any]) -> list[ReasonOut]:
+    return [
+        ReasonOut(feature=r.feature, label=r.label, value=r.value, contribution=r.contribution)
+        for r in reasons
+    ]
+
+
+def _record(request: Request, results: Iterable[ScoreResult]) -> None:
+    """Hand served scores to the score log's writer (never waits for the database)."""
+    recorder: ScoreRecorder | None = getattr(request.app.state, "score_recorder", None)
+    if recorder is None:
+        return
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    recorder.submit(
+        ServedScore(
+            lead_id=r.lead_id,
+            scored_at=r.scored_at,
+            model_name=r.model_name,
+            model_version=r.model_version,
+            probability=r.probability,
+            band=r.band,
+            reasons=[
+                {
+                    "feature": x.feature,
+                    "label": x.label,
+                    "value": x.value,
+                    "contribution": x.contribution,
+                }
+                for x in r.reasons
+            ],
+            features=dict(r.features),
+            request_id=request_id,
+        )
+        for r in results
+    )
+
+
+def get_score_log(request: Request) -> ScoreLog:
+    """The score log opened at start-up."""
+    log: ScoreLog | None = getattr(request.app.state, "score_log", None)
+    if log is None:
+        raise NotReadyError("the score log is not open")
+    return log
+
+
+ScoreLogDep = Annotated[ScoreLog, Depends(get_score_log)]
+
+
 def _score_response(result: ScoreResult) -> ScoreResponse:
     return ScoreResponse(
         lead_id=result.lead_id,
         probability=result.probability,
         band=result.band,  # type: ignore[arg-type]
-        reasons=[
-            ReasonOut(feature=r.feature, label=r.label, value=r.value, contribution=r.contribution)
-            for r in result.reasons
-        ],
+        reasons=_reasons_out(result.reasons),
         model_name=result.model_name,
         model_version=result.model_version,
         scored_at=result.scored_at,
@@ -97,9 +152,130 @@ def _score_response(result: ScoreResult) -> ScoreResponse:
         503: {"model": ErrorResponse, "description": "No model loaded"},
     },
 )
-def score(body: ScoreRequest, service: ServiceDep) -> ScoreResponse:
+def score(body: ScoreRequest, request: Request, service: ServiceDep) -> ScoreResponse:
     """Score one lead from its online features: probability, band and reasons."""
-    return _score_response(service.score(body.lead_id))
+    result = service.score(body.lead_id)
+    _record(request, [result])
+    return _score_response(result)
+
+
+@router.post(
+    "/v1/score/batch",
+    tags=["scoring"],
+    dependencies=[Depends(require_scope(SCORE_READ))],
+    response_model_exclude_unset=True,
+    responses={
+        **_AUTH_ERRORS,
+        413: {"model": ErrorResponse, "description": "More lead ids than serving.max_batch"},
+        422: {"model": ErrorResponse, "description": "Malformed body"},
+        503: {"model": ErrorResponse, "description": "No model loaded"},
+    },
+)
+def score_batch(
+    body: BatchScoreRequest, request: Request, service: ServiceDep
+) -> BatchScoreResponse:
+    """Score several leads with one model call; one result per id, in the order requested.
+
+    An unknown lead (status 404) or a malformed id (status 422) gets an error entry of its
+    own and does not fail the batch.
+    """
+    max_batch: int = request.app.state.settings.serving.max_batch
+    if len(body.lead_ids) > max_batch:
+        raise BatchTooLargeError(
+            f"{len(body.lead_ids)} lead ids in one request; at most {max_batch}"
+        )
+    valid = [i for i in body.lead_ids if isinstance(i, int) and not isinstance(i, bool) and i >= 0]
+    scored = service.score_many(valid)
+    _record(request, [r for r in scored.values() if r is not None])
+    results: list[BatchScoreItem] = []
+    for lead_id in body.lead_ids:
+        if not (isinstance(lead_id, int) and not isinstance(lead_id, bool) and lead_id >= 0):
+            results.append(
+                BatchScoreItem(
+                    lead_id=lead_id,
+                    status=422,
+                    error="invalid_lead_id",
+                    detail=f"{lead_id!r} is not a lead id (a non-negative integer)",
+                )
+            )
+            continue
+        result = scored.get(lead_id)
+        if result is None:
+            results.append(
+                BatchScoreItem(
+                    lead_id=lead_id,
+                    status=404,
+                    error="lead_not_found",
+                    detail=f"lead_id {lead_id} has no features in the online store",
+                )
+            )
+            continue
+        results.append(
+            BatchScoreItem(
+                lead_id=lead_id,
+                status=200,
+                **_score_response(result).model_dump(exclude={"lead_id"}),
+            )
+        )
+    return BatchScoreResponse(results=results)
+
+
+@router.get(
+    "/v1/leads/{lead_id}/score",
+    tags=["scoring"],
+    dependencies=[Depends(require_scope(SCORE_READ))],
+    responses={
+        **_AUTH_ERRORS,
+        404: {"model": ErrorResponse, "description": "The lead was never scored"},
+    },
+)
+def latest_score(lead_id: int, log: ScoreLogDep) -> StoredScoreResponse:
+    """The latest score the API served for the lead, with the feature values it used."""
+    stored = log.latest(lead_id)
+    if stored is None:
+        raise NoScoreError(f"lead_id {lead_id} was never scored by the API")
+    return StoredScoreResponse(
+        lead_id=stored.lead_id,
+        probability=stored.probability,
+        band=stored.band,  # type: ignore[arg-type]
+        reasons=[ReasonOut.model_validate(r) for r in stored.reasons],
+        model_name=stored.model_name,
+        model_version=stored.model_version,
+        scored_at=stored.scored_at,
+        features=stored.features,
+        request_id=stored.request_id,
+    )
+
+
+@router.get(
+    "/v1/leads/{lead_id}/scores",
+    tags=["scoring"],
+    dependencies=[Depends(require_scope(SCORE_READ))],
+    responses={**_AUTH_ERRORS, 422: {"model": ErrorResponse, "description": "Bad query"}},
+)
+def score_history(
+    lead_id: int,
+    log: ScoreLogDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Most scores returned.")] = 100,
+    since: Annotated[
+        AwareDatetime | None, Query(description="Only scores served at or after this moment.")
+    ] = None,
+) -> ScoreHistoryResponse:
+    """The scores the API served for the lead, newest first (empty if never scored)."""
+    history = log.history(lead_id, limit=limit, since=since)
+    return ScoreHistoryResponse(
+        lead_id=lead_id,
+        scores=[
+            ScoreHistoryItem(
+                probability=s.probability,
+                band=s.band,  # type: ignore[arg-type]
+                model_version=s.model_version,
+                scored_at=s.scored_at,
+                reasons=[ReasonOut.model_validate(r) for r in s.reasons],
+            )
+            for s in history
+        ],
+    )
 
 
 @router.post(
@@ -122,6 +298,7 @@ def post_events(body: EventsRequest, request: Request, service: ServiceDep) -> E
     fresh, results = service.record_events(
         events, max_events=request.app.state.settings.events.max_per_request
     )
+    _record(request, results)
     return EventsResponse(
         accepted=len(fresh),
         duplicates=len(events) - len(fresh),

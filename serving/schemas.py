@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -79,6 +79,65 @@ class ScoreResponse(BaseModel):
     model_name: str
     model_version: str
     scored_at: datetime
+
+
+class StoredScoreResponse(ScoreResponse):
+    """A score the API served, as recorded in the score log."""
+
+    features: dict[str, object] = Field(description="The feature values it was computed from.")
+    request_id: str | None = Field(default=None, description="The request that served it.")
+
+
+class ScoreHistoryItem(BaseModel):
+    """One served score of a lead."""
+
+    probability: float = Field(ge=0.0, le=1.0)
+    band: Literal["hot", "warm", "cold"]
+    model_version: str
+    scored_at: datetime
+    reasons: list[ReasonOut]
+
+
+class ScoreHistoryResponse(BaseModel):
+    """The scores served for a lead, newest first."""
+
+    lead_id: int
+    scores: list[ScoreHistoryItem]
+
+
+class BatchScoreRequest(BaseModel):
+    """Score several leads in one call."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"lead_ids": [42, 43, 44]}]}
+    )
+
+    lead_ids: list[Any] = Field(
+        min_length=1,
+        description="Lead identifiers; an unknown or malformed one gets its own error entry "
+        "in the results and does not fail the batch.",
+    )
+
+
+class BatchScoreItem(BaseModel):
+    """The result for one lead id of a batch: a score (status 200) or an error."""
+
+    lead_id: Any
+    status: int = Field(description="200, 404 (unknown lead) or 422 (malformed id).")
+    probability: float | None = Field(default=None, ge=0.0, le=1.0)
+    band: Literal["hot", "warm", "cold"] | None = None
+    reasons: list[ReasonOut] | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    scored_at: datetime | None = None
+    error: str | None = None
+    detail: str | None = None
+
+
+class BatchScoreResponse(BaseModel):
+    """One result per requested lead id, in the order requested."""
+
+    results: list[BatchScoreItem]
 
 
 class EventsResponse(BaseModel):

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,7 @@ class ScoreResult:
     model_name: str
     model_version: str
     scored_at: datetime
+    features: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 class OnlineFeatures:
@@ -373,7 +374,40 @@ class ScoringService:
             model_name=served.name,
             model_version=served.version,
             scored_at=datetime.now(UTC),
+            features=features,
         )
+
+    def score_many(self, lead_ids: Sequence[int]) -> dict[int, ScoreResult | None]:
+        """Score several leads with one model version and one ``pred_contrib`` call.
+
+        Returns:
+            Each distinct lead id (in the order given) -> its score, or None when the online
+            store has no features for it.
+        """
+        served = self._served  # one version for the whole batch, even during a reload
+        found: dict[int, ScoreResult | None] = {}
+        rows: dict[int, Mapping[str, Any]] = {}
+        for lead_id in dict.fromkeys(int(i) for i in lead_ids):
+            features = served.lookup(lead_id)
+            found[lead_id] = None
+            if features is not None:
+                rows[lead_id] = features
+        if not rows:
+            return found
+        scored = served.scorer.score_rows(list(rows.values()), top_k=self.top_reasons)
+        now = datetime.now(UTC)
+        for (lead_id, features), one in zip(rows.items(), scored, strict=True):
+            found[lead_id] = ScoreResult(
+                lead_id=lead_id,
+                probability=one.probability,
+                band=one.band,
+                reasons=one.reasons,
+                model_name=served.name,
+                model_version=served.version,
+                scored_at=now,
+                features=features,
+            )
+        return found
 
 
 def load_service(settings: Settings) -> ScoringService:

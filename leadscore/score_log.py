@@ -1,0 +1,258 @@
+"""The audit log of the scores the API serves (``served_scores``).
+
+Every score the API answers with (``POST /v1/score``, the rescoring of ``POST /v1/events`` and
+``POST /v1/score/batch``) is recorded in the ``served_scores`` table of the live event log's
+database, with the model version and the feature values it was computed from. Recording is
+kept off the request path: routes hand scores to a :class:`ScoreRecorder`, whose bounded queue
+one writer thread empties in batches. A full queue drops the score (and counts it) rather than
+blocking a request. Serving imports this module; it imports no pipelines or training code and
+no pandas.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+logger = logging.getLogger(__name__)
+
+_METADATA = sa.MetaData()
+SERVED_SCORES = sa.Table(
+    "served_scores",
+    _METADATA,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("lead_id", sa.BigInteger, nullable=False),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("band", sa.String(16), nullable=False),
+    sa.Column("reasons", sa.JSON, nullable=False),
+    sa.Column("features", sa.JSON, nullable=False),
+    sa.Column("request_id", sa.String(200)),
+    sa.Index("ix_served_scores_lead_scored_at", "lead_id", "scored_at"),
+)
+
+
+@dataclass(frozen=True)
+class ServedScore:
+    """One recorded score.
+
+    Attributes:
+        lead_id: The lead.
+        scored_at: When it was scored (UTC).
+        model_name: Registered model name.
+        model_version: Registered model version.
+        probability: Calibrated probability.
+        band: Band of the probability.
+        reasons: The reasons answered (``feature``, ``label``, ``value``, ``contribution``).
+        features: The feature values the score was computed from.
+        request_id: The API request that served it.
+    """
+
+    lead_id: int
+    scored_at: datetime
+    model_name: str
+    model_version: str
+    probability: float
+    band: str
+    reasons: list[dict[str, Any]]
+    features: dict[str, Any]
+    request_id: str | None = None
+
+
+def json_safe(value: Any) -> Any:
+    """A value JSON can store: numpy scalars as Python ones, NaN as None, times as ISO text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        try:
+            return json_safe(item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def _utc(moment: datetime) -> datetime:
+    """Aware UTC (SQLite gives naive datetimes back; they are stored as UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class ScoreLog:
+    """The ``served_scores`` table: append and read served scores.
+
+    Args:
+        url: SQLAlchemy URL (the live event log's by default).
+    """
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(url)
+        _METADATA.create_all(self.engine, tables=[SERVED_SCORES])
+
+    def append(self, scores: Sequence[ServedScore]) -> int:
+        """Store the scores in one transaction; returns how many were stored."""
+        if not scores:
+            return 0
+        rows = [
+            {
+                "lead_id": int(s.lead_id),
+                "scored_at": _utc(s.scored_at),
+                "model_name": s.model_name,
+                "model_version": s.model_version,
+                "probability": float(s.probability),
+                "band": s.band,
+                "reasons": json_safe(s.reasons),
+                "features": json_safe(s.features),
+                "request_id": s.request_id,
+            }
+            for s in scores
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(SERVED_SCORES.insert(), rows)
+        return len(rows)
+
+    def history(
+        self, lead_id: int, *, limit: int = 100, since: datetime | None = None
+    ) -> list[ServedScore]:
+        """The lead's recorded scores, newest first.
+
+        Args:
+            lead_id: The lead.
+            limit: Most scores returned.
+            since: Only scores served at or after this moment.
+        """
+        t = SERVED_SCORES.c
+        query = sa.select(SERVED_SCORES).where(t.lead_id == int(lead_id))
+        if since is not None:
+            query = query.where(t.scored_at >= _utc(since))
+        query = query.order_by(t.scored_at.desc(), t.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            ServedScore(
+                lead_id=int(r["lead_id"]),
+                scored_at=_utc(r["scored_at"]),
+                model_name=str(r["model_name"]),
+                model_version=str(r["model_version"]),
+                probability=float(r["probability"]),
+                band=str(r["band"]),
+                reasons=list(r["reasons"] or []),
+                features=dict(r["features"] or {}),
+                request_id=r["request_id"],
+            )
+            for r in rows
+        ]
+
+    def latest(self, lead_id: int) -> ServedScore | None:
+        """The lead's most recent recorded score, or None if it was never scored."""
+        found = self.history(lead_id, limit=1)
+        return found[0] if found else None
+
+
+class ScoreRecorder:
+    """Writes served scores to a :class:`ScoreLog` from one background thread.
+
+    :meth:`submit` never blocks: when the bounded queue is full the score is dropped and
+    counted in :attr:`dropped`. The writer takes up to ``batch_size`` scores per transaction.
+
+    Args:
+        log: Where the scores go.
+        max_queue: Most scores waiting to be written.
+        batch_size: Most scores per insert.
+    """
+
+    def __init__(self, log: ScoreLog, *, max_queue: int = 10_000, batch_size: int = 500) -> None:
+        self.log = log
+        self.batch_size = batch_size
+        self.dropped = 0
+        self.failed = 0
+        self.written = 0
+        self._queue: queue.Queue[ServedScore] = queue.Queue(maxsize=max_queue)
+        self._stop = threading.Event()
+        self._counter_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="leadscore-score-log", daemon=True)
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def submit(self, scores: Iterable[ServedScore]) -> int:
+        """Queue scores for writing without waiting; returns how many were dropped."""
+        dropped = 0
+        for score in scores:
+            try:
+                self._queue.put_nowait(score)
+            except queue.Full:
+                dropped += 1
+        if dropped:
+            with self._counter_lock:
+                self.dropped += dropped
+                total = self.dropped
+            logger.warning(
+                "score log queue full: %d served score(s) not recorded (%d in total)",
+                dropped,
+                total,
+            )
+        return dropped
+
+    def flush(self) -> None:
+        """Return once every score queued so far is written (or its write failed)."""
+        if self._thread.is_alive():
+            self._queue.join()
+        else:
+            while self._write_next(block=False):
+                pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the writer thread."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
+        else:
+            self.flush()
+
+    def _run(self) -> None:
+        while self._write_next(block=True) or not self._stop.is_set():
+            pass
+
+    def _write_next(self, *, block: bool) -> bool:
+        """Write one batch; False when nothing was queued."""
+        try:
+            first = self._queue.get(timeout=0.2) if block else self._queue.get_nowait()
+        except queue.Empty:
+            return False
+        batch = [first]
+        while len(batch) < self.batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            self.written += self.log.append(batch)
+        except Exception:  # a background writer: report, keep serving
+            self.failed += len(batch)
+            logger.exception("could not record %d served score(s)", len(batch))
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+        return True
