@@ -549,9 +549,20 @@ def _used_post_outcome(where: str, column: str | None, post: set[str]) -> list[s
 # --- Mapping ----------------------------------------------------------------------------------
 
 
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
 def _norm(value: object) -> str:
-    """A category compared ignoring case, surrounding space and the separators ' ', - and _."""
-    return re.sub(r"[\s\-_]+", "_", str(value).strip().lower()).strip("_")
+    """A category compared ignoring case, surrounding space and the separators ' ', - and _.
+
+    Numbers (``-1`` is not ``1``) and cells made of separators only (``-``) are compared as
+    written, trimmed.
+    """
+    text = str(value).strip().lower()
+    if _NUMBER.match(text):
+        return text
+    normed = re.sub(r"[\s\-_]+", "_", text).strip("_")
+    return normed if normed or not text else text
 
 
 def _canonical(value: str, allowed: tuple[str, ...]) -> str | None:

@@ -484,3 +484,29 @@ def test_row_order_and_no_timestamps(tmp_path: Path) -> None:
     _ingest(mapping, tmp_path / "none")
     leads = load_table(tmp_path / "none" / "warehouse", "leads")
     assert set(leads["created_at"]) == {pd.Timestamp(NOW) - pd.Timedelta(days=1)}
+
+
+def test_value_maps_tell_negative_numbers_from_positive_ones(tmp_path: Path) -> None:
+    # given: -1 means "never" in this export, 1 is one day
+    _write(tmp_path / "crm.csv", "channel,pdays\nwebsite,-1\nwebsite,1\nwebsite,-\n")
+    mapping = _write(
+        tmp_path / "mapping.yaml",
+        """
+        name: numbers
+        sources: {crm: {path: crm.csv}}
+        tables:
+          leads:
+            source: crm
+            lead_id: {from: row_number}
+            created_at: {row_order: {start: 2026-01-01, end: 2026-01-03}}
+            columns: {source_channel: channel}
+            attributes:
+              pdays: {kind: numeric, values: {"-1": null}}
+        """,
+    )
+    # when
+    _ingest(mapping, tmp_path)
+    # then: "-" is not a declared placeholder: an unreadable number, quarantined
+    pdays = load_attributes(tmp_path / "warehouse").set_index("lead_id")["pdays"]
+    assert pd.isna(pdays.loc[1]) and pdays.loc[2] == 1.0
+    assert list_quarantine(tmp_path / "quarantine")["rules"].tolist() == ["parseable:pdays"]
