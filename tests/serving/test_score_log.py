@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from leadscore.auth import EVENTS_WRITE
+from leadscore.score_log import ScoreLog, ScoreRecorder, ServedScore
 from tests.api_keys import key_headers
 
 pytestmark = pytest.mark.slow
@@ -109,3 +111,48 @@ def test_reading_scores_needs_the_score_read_scope(client, stack, lead_ids):
         response = client.get(path, headers=headers)
         assert response.status_code == 403
         assert response.json()["error"] == "forbidden"
+
+
+def _served(lead_id: int, at: datetime) -> ServedScore:
+    return ServedScore(
+        lead_id=lead_id,
+        scored_at=at,
+        model_name="leadscore",
+        model_version="1",
+        probability=0.5,
+        band="warm",
+        reasons=[{"feature": "f", "label": "f: 1", "value": np.float64(1.0), "contribution": 0.1}],
+        features={"f": np.float64(1.0), "g": float("nan"), "h": None, "s": "web"},
+        request_id="r1",
+    )
+
+
+def test_a_full_queue_drops_scores_and_counts_them(tmp_path):
+    # given: a queue of one and no writer running yet
+    log = ScoreLog(f"sqlite:///{tmp_path / 'scores.db'}")
+    recorder = ScoreRecorder(log, max_queue=1)
+    now = datetime.now(UTC)
+    # when
+    dropped = recorder.submit([_served(1, now), _served(1, now), _served(2, now)])
+    recorder.flush()
+    # then
+    assert dropped == 2 and recorder.dropped == 2
+    (stored,) = log.history(1)
+    assert stored.features == {"f": 1.0, "g": None, "h": None, "s": "web"}
+    assert stored.reasons[0]["value"] == 1.0
+    assert stored.scored_at == now
+
+
+def test_stopping_the_writer_writes_what_is_queued(tmp_path):
+    # given
+    log = ScoreLog(f"sqlite:///{tmp_path / 'scores.db'}")
+    recorder = ScoreRecorder(log, batch_size=2)
+    recorder.start()
+    moments = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i) for i in range(5)]
+    # when
+    recorder.submit(_served(7, m) for m in moments)
+    recorder.stop()
+    # then
+    assert [s.scored_at for s in log.history(7)] == list(reversed(moments))
+    assert [s.scored_at for s in log.history(7, since=moments[3])] == moments[:2:-1]
+    assert log.latest(8) is None
