@@ -146,6 +146,9 @@ class ScoreLog:
         if since is not None:
             query = query.where(t.scored_at >= _utc(since))
         query = query.order_by(t.scored_at.desc(), t.id.desc()).limit(limit)
+        return self._rows(query)
+
+    def _rows(self, query: Any) -> list[ServedScore]:
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
@@ -162,6 +165,28 @@ class ScoreLog:
             )
             for r in rows
         ]
+
+    def as_of(self, lead_id: int, moment: datetime) -> ServedScore | None:
+        """The score the lead had at ``moment``: the last one served at or before it, else
+        (the lead was first scored later) the first one served after it; None if never."""
+        t = SERVED_SCORES.c
+        earlier = (
+            sa.select(t.id)
+            .where(t.lead_id == int(lead_id), t.scored_at <= _utc(moment))
+            .order_by(t.scored_at.desc(), t.id.desc())
+            .limit(1)
+        )
+        later = (
+            sa.select(t.id)
+            .where(t.lead_id == int(lead_id), t.scored_at > _utc(moment))
+            .order_by(t.scored_at.asc(), t.id.asc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            found = conn.execute(earlier).scalar() or conn.execute(later).scalar()
+        if found is None:
+            return None
+        return next(s for s in self._rows(sa.select(SERVED_SCORES).where(t.id == found)))
 
     def latest(self, lead_id: int) -> ServedScore | None:
         """The lead's most recent recorded score, or None if it was never scored."""

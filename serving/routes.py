@@ -22,6 +22,7 @@ from serving.schemas import (
     ErrorResponse,
     EventsRequest,
     EventsResponse,
+    ExplainChangeResponse,
     HealthResponse,
     ModelResponse,
     OutcomesRequest,
@@ -29,8 +30,10 @@ from serving.schemas import (
     ReadyResponse,
     ReasonOut,
     ReloadResponse,
+    ScoreChange,
     ScoreHistoryItem,
     ScoreHistoryResponse,
+    ScorePoint,
     ScoreRequest,
     ScoreResponse,
     StoredScoreResponse,
@@ -275,6 +278,53 @@ def score_history(
             )
             for s in history
         ],
+    )
+
+
+@router.get(
+    "/v1/leads/{lead_id}/explain",
+    tags=["scoring"],
+    dependencies=[Depends(require_scope(SCORE_READ))],
+    responses={
+        **_AUTH_ERRORS,
+        404: {"model": ErrorResponse, "description": "Unknown lead, or never scored"},
+    },
+)
+def explain_change(
+    lead_id: int,
+    request: Request,
+    service: ServiceDep,
+    log: ScoreLogDep,
+    since: Annotated[
+        AwareDatetime, Query(description="Compare with the score the lead had at this moment.")
+    ],
+    top: Annotated[int, Query(ge=1, le=50, description="Most factors listed.")] = 10,
+) -> ExplainChangeResponse:
+    """Why the lead's score moved: its score now against the one it had at ``since`` (the last
+    served at or before it, else the first after it), and the factors that changed most."""
+    earlier = log.as_of(lead_id, since)
+    if earlier is None:
+        raise NoScoreError(f"lead_id {lead_id} was never scored by the API: nothing to compare")
+    now, _, drivers = service.explain_change(lead_id, earlier.features, top_k=top)
+    _record(request, [now])
+    return ExplainChangeResponse(
+        lead_id=lead_id,
+        since=since,
+        then=ScorePoint(
+            probability=earlier.probability,
+            band=earlier.band,  # type: ignore[arg-type]
+            model_version=earlier.model_version,
+            scored_at=earlier.scored_at,
+        ),
+        now=ScorePoint(
+            probability=now.probability,
+            band=now.band,  # type: ignore[arg-type]
+            model_version=now.model_version,
+            scored_at=now.scored_at,
+        ),
+        change=round(now.probability - earlier.probability, 4),
+        same_model=earlier.model_version == now.model_version,
+        drivers=[ScoreChange.model_validate(d) for d in drivers],
     )
 
 

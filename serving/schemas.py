@@ -232,3 +232,39 @@ class ReadyResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     detail: str | list[dict[str, object]]
+
+
+class ScoreChange(BaseModel):
+    """One factor whose effect on the score changed."""
+
+    feature: str
+    label: str = Field(description="Plain-language description with the lead's value now.")
+    before: object = Field(default=None, description="The feature's value then.")
+    now: object = Field(default=None, description="The feature's value now.")
+    contribution_change: float = Field(
+        description="How much more (or less) this factor adds to the probability now."
+    )
+
+
+class ScorePoint(BaseModel):
+    """A score at one moment."""
+
+    probability: float = Field(ge=0.0, le=1.0)
+    band: Literal["hot", "warm", "cold"]
+    model_version: str
+    scored_at: datetime
+
+
+class ExplainChangeResponse(BaseModel):
+    """Why a lead's score moved since an earlier score."""
+
+    lead_id: int
+    since: datetime
+    then: ScorePoint = Field(description="The score the lead had then, as served.")
+    now: ScorePoint
+    change: float = Field(description="Probability now minus then (as served).")
+    same_model: bool = Field(description="Whether one model version served both scores.")
+    drivers: list[ScoreChange] = Field(
+        description="The factors that moved it, strongest first, both moments explained by "
+        "the model serving now."
+    )

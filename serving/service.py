@@ -377,6 +377,45 @@ class ScoringService:
             features=features,
         )
 
+    def explain_change(
+        self, lead_id: int, earlier: Mapping[str, Any], *, top_k: int = 10
+    ) -> tuple[ScoreResult, float, list[dict[str, Any]]]:
+        """Score the lead now and say which factors moved it since ``earlier`` features.
+
+        Both feature rows are explained by the model serving now, so every factor's change is
+        on one scale, whatever version served the earlier score.
+
+        Returns:
+            The current score, the probability the current model gives the earlier features,
+            and up to ``top_k`` factors whose contribution changed most (``feature``,
+            ``before`` and ``now`` values, the current ``label`` and ``contribution_change``).
+        """
+        now = self.score(lead_id)
+        scorer = self._served.scorer
+        every = len(scorer.features)
+        then, current = scorer.score_rows([earlier, now.features], top_k=every)
+        effect_then = {r.feature: r.contribution for r in then.reasons}
+        effect_now = {r.feature: r.contribution for r in current.reasons}
+        labels = {r.feature: r.label for r in current.reasons}
+        changes: list[dict[str, Any]] = []
+        for feature in scorer.features:
+            delta = effect_now.get(feature, 0.0) - effect_then.get(feature, 0.0)
+            before, after = earlier.get(feature), now.features.get(feature)
+            if abs(delta) < 1e-4 and before == after:
+                continue
+            spec = scorer.specs[feature]
+            changes.append(
+                {
+                    "feature": feature,
+                    "label": labels.get(feature) or spec.describe(after),
+                    "before": before,
+                    "now": after,
+                    "contribution_change": round(delta, 4),
+                }
+            )
+        changes.sort(key=lambda c: -abs(float(c["contribution_change"])))
+        return now, then.probability, changes[:top_k]
+
     def score_many(self, lead_ids: Sequence[int]) -> dict[int, ScoreResult | None]:
         """Score several leads with one model version and one ``pred_contrib`` call.
 
