@@ -18,10 +18,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from leadscore.event_log import open_database
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +128,7 @@ class ApiKeyStore:
     """
 
     def __init__(self, url: str, *, cache_seconds: float = 10.0) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url)
-        _METADATA.create_all(self.engine, tables=[API_KEYS])
+        self.engine = open_database(url, API_KEYS)
         self.cache_seconds = cache_seconds
         # sha256(key) -> (key record or None when unknown, monotonic expiry)
         self._cache: dict[str, tuple[ApiKey | None, float]] = {}

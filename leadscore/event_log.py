@@ -33,6 +33,17 @@ LIVE_EVENTS = sa.Table(
 )
 
 
+def open_database(url: str, *tables: sa.Table) -> sa.Engine:
+    """An engine on ``url`` (a SQLite file's folder is created) with ``tables`` created if
+    missing: the live event log, the API's outcomes, served scores and keys share this."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url)
+    for table in tables:
+        table.create(engine, checkfirst=True)
+    return engine
+
+
 class EventLog:
     """Append-only, idempotent store of live events.
 
@@ -42,10 +53,7 @@ class EventLog:
     """
 
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url)
-        _METADATA.create_all(self.engine, tables=[LIVE_EVENTS])
+        self.engine = open_database(url, LIVE_EVENTS)
 
     def append(self, events: pd.DataFrame) -> list[str]:
         """Store the events not stored yet; return the ids that were new.

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from leadscore.contracts import OUTCOMES, to_utc_us
+from leadscore.event_log import open_database
 
 _METADATA = sa.MetaData()
 API_OUTCOMES = sa.Table(
@@ -52,10 +53,7 @@ class OutcomeLog:
     """
 
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url)
-        _METADATA.create_all(self.engine, tables=[API_OUTCOMES])
+        self.engine = open_database(url, API_OUTCOMES)
 
     def stored(self, lead_ids: Iterable[int]) -> dict[tuple[int, int], tuple[str, float | None]]:
         """The stored outcomes of the leads: (lead_id, closed_at in µs) -> (result, amount)."""

@@ -18,10 +18,11 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from leadscore.event_log import open_database
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +105,7 @@ class ScoreLog:
     """
 
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url)
-        _METADATA.create_all(self.engine, tables=[SERVED_SCORES])
+        self.engine = open_database(url, SERVED_SCORES)
 
     def append(self, scores: Sequence[ServedScore]) -> int:
         """Store the scores in one transaction; returns how many were stored."""

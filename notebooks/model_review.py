@@ -66,19 +66,10 @@ print((importance / importance.sum()).round(3).to_string())
 # mean prediction.
 
 # %%
-from pipelines.train_flow import build_training_frame  # noqa: E402
-from training.dataset import split_by_time  # noqa: E402
+from pipelines.train_flow import newest_period  # noqa: E402
 from training.evaluate import metrics_with_intervals, reliability_table  # noqa: E402
 
-cfg = settings.training
-frame, _, _ = build_training_frame(settings)
-test = split_by_time(
-    frame,
-    calibration_share=cfg.calibration_share,
-    test_share=cfg.test_share,
-    seed=cfg.seed,
-    kind=cfg.split,
-).test
+test = newest_period(settings)
 test_probability = scorer.predict_proba_frame(test)
 calibration = reliability_table(test["label"].to_numpy(), test_probability)
 print(calibration.round(4).to_string(index=False))

@@ -22,6 +22,7 @@ from training.audit import AuditReport, audit_features, check_feature_names
 from training.backtest import BacktestDataError, BacktestResult, rolling_origin_backtest
 from training.baseline import BaselineModel, fit_baseline, log_baseline
 from training.dataset import (
+    ExampleSplit,
     LabelReport,
     SplitKind,
     check_minimum_outcomes,
@@ -113,6 +114,23 @@ def build_training_frame(
     return frame, label_report, moment
 
 
+def split_examples(frame: pd.DataFrame, cfg: TrainingSettings) -> ExampleSplit:
+    """Training, calibration and test parts as the settings split them."""
+    return split_by_time(
+        frame,
+        calibration_share=cfg.calibration_share,
+        test_share=cfg.test_share,
+        seed=cfg.seed,
+        kind=cfg.split,
+    )
+
+
+def newest_period(settings: Settings) -> pd.DataFrame:
+    """The newest period's examples, rebuilt exactly as the last training split them."""
+    frame, _, _ = build_training_frame(settings)
+    return split_examples(frame, settings.training).test
+
+
 def run_training(
     settings: Settings,
     *,
@@ -148,13 +166,7 @@ def run_training(
     # Before the expensive join: a typo in a feature name should fail at once.
     check_feature_names(candidates, exclude=cfg.exclude_features, confirmed=cfg.confirmed_features)
     frame, label_report, moment = build_training_frame(settings, as_of=as_of)
-    split = split_by_time(
-        frame,
-        calibration_share=cfg.calibration_share,
-        test_share=cfg.test_share,
-        seed=cfg.seed,
-        kind=cfg.split,
-    )
+    split = split_examples(frame, cfg)
     train, calibration, test = split.train, split.calibration, split.test
     audit = audit_features(
         train,

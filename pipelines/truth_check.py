@@ -95,19 +95,10 @@ def truth_calibration(
 def check_champion_against_truth(settings: Settings, truth_path: Path) -> TruthCheck:
     """Rebuild the champion's test period and check its day-1 snapshots against the truth."""
     from pipelines.examples import load_champion
-    from pipelines.train_flow import build_training_frame
-    from training.dataset import split_by_time
+    from pipelines.train_flow import newest_period
 
-    cfg = settings.training
-    frame, _, _ = build_training_frame(settings)
-    split = split_by_time(
-        frame,
-        calibration_share=cfg.calibration_share,
-        test_share=cfg.test_share,
-        seed=cfg.seed,
-        kind=cfg.split,
-    )
-    test = split.test[split.test["snapshot_kind"] == "day_1"]
+    test = newest_period(settings)
+    test = test[test["snapshot_kind"] == "day_1"]
     truth = pd.read_parquet(truth_path).set_index("lead_id")["p_convert"]
     test = test[test["lead_id"].isin(truth.index)]
     if test.empty:

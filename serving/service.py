@@ -23,7 +23,7 @@ import pandas as pd
 from leadscore.contracts import EVENTS, to_utc_us
 from leadscore.event_log import EventLog
 from leadscore.live import LiveFeatures
-from leadscore.scorer import LeadScorer, Reason
+from leadscore.scorer import LeadScore, LeadScorer, Reason
 from leadscore.settings import Settings
 from serving.errors import InvalidInputError, LeadNotFoundError, NotReadyError
 
@@ -359,18 +359,28 @@ class ScoringService:
             LeadNotFoundError: The online store has no features for the lead.
         """
         served = self._served  # one version for the whole request, even during a reload
+        features = self._features(served, lead_id)
+        (scored,) = served.scorer.score_rows([features], top_k=self.top_reasons)
+        return self._result(served, lead_id, scored, features)
+
+    @staticmethod
+    def _features(served: ServedModel, lead_id: int) -> Mapping[str, Any]:
         features = served.lookup(lead_id)
         if features is None:
             raise LeadNotFoundError(
                 f"lead_id {lead_id} has no features in the online store: it is unknown, or "
                 "features were not materialized since it was ingested"
             )
-        (scored,) = served.scorer.score_rows([features], top_k=self.top_reasons)
+        return features
+
+    def _result(
+        self, served: ServedModel, lead_id: int, scored: LeadScore, features: Mapping[str, Any]
+    ) -> ScoreResult:
         return ScoreResult(
             lead_id=lead_id,
             probability=scored.probability,
             band=scored.band,
-            reasons=scored.reasons,
+            reasons=scored.reasons[: self.top_reasons],
             model_name=served.name,
             model_version=served.version,
             scored_at=datetime.now(UTC),
@@ -390,10 +400,12 @@ class ScoringService:
             and up to ``top_k`` factors whose contribution changed most (``feature``,
             ``before`` and ``now`` values, the current ``label`` and ``contribution_change``).
         """
-        now = self.score(lead_id)
-        scorer = self._served.scorer
-        every = len(scorer.features)
-        then, current = scorer.score_rows([earlier, now.features], top_k=every)
+        served = self._served
+        scorer = served.scorer
+        features = self._features(served, lead_id)
+        # One explanation of both rows: every factor, the current score's reasons among them.
+        then, current = scorer.score_rows([earlier, features], top_k=len(scorer.features))
+        now = self._result(served, lead_id, current, features)
         effect_then = {r.feature: r.contribution for r in then.reasons}
         effect_now = {r.feature: r.contribution for r in current.reasons}
         labels = {r.feature: r.label for r in current.reasons}
@@ -434,18 +446,8 @@ class ScoringService:
         if not rows:
             return found
         scored = served.scorer.score_rows(list(rows.values()), top_k=self.top_reasons)
-        now = datetime.now(UTC)
         for (lead_id, features), one in zip(rows.items(), scored, strict=True):
-            found[lead_id] = ScoreResult(
-                lead_id=lead_id,
-                probability=one.probability,
-                band=one.band,
-                reasons=one.reasons,
-                model_name=served.name,
-                model_version=served.version,
-                scored_at=now,
-                features=features,
-            )
+            found[lead_id] = self._result(served, lead_id, one, features)
         return found
 
 
