@@ -35,7 +35,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy leadscore pipelines training serving features
+	$(BIN)/mypy leadscore pipelines training serving features reports
 
 pytest: install
 	$(BIN)/pytest -q

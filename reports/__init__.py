@@ -1,0 +1,1 @@
+"""Reports for marketing: calibration, bands, channel conversion and drift."""
