@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= passive
 export GX_ANALYTICS_ENABLED ?= false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 
-.PHONY: install browser run test lint typecheck pytest clean example-bank
+.PHONY: install browser run test test-long bench lint typecheck pytest clean example-bank
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ pytest: install
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# Long reliability tests (minutes each): not part of make test.
+test-long: install
+	$(BIN)/pytest -q -m long
+
+# The benchmark harness: every figure the README quotes, as JSON and a Markdown table.
+bench: install
+	$(BIN)/python -m bench.run
 
 # The UCI bank-marketing export (../shared/data/) through its mapping file: see the README.
 BANK := $(BIN)/leadscore --env-file examples/bank-marketing/leadscore.env
