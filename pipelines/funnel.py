@@ -63,3 +63,90 @@ def monthly_cohorts(
     table.insert(0, "leads", grouped.size())
     table.index.name = "month"
     return table
+
+
+STEP_STAGES: tuple[str, ...] = ("MQL", "SQL", "won")
+"""The stages of the marketing funnel report: lead -> MQL -> SQL -> won."""
+
+
+def stage_times(
+    leads: pd.DataFrame, stage_changes: pd.DataFrame, outcomes: pd.DataFrame
+) -> pd.DataFrame:
+    """When each lead first reached each funnel stage (NaT if it never did).
+
+    A stage is reached when the lead entered it or any later stage, at the earliest such
+    moment (a lead that skipped MQL reached it when it entered SQL); ``won`` is the close of a
+    won deal, or the stage change to ``won`` if that came first.
+
+    Returns:
+        One row per lead: ``lead_id``, ``created_at`` and a ``<stage>_at`` column per
+        :data:`FUNNEL_STAGES` (UTC timestamps).
+    """
+    out = leads[["lead_id", "created_at"]].reset_index(drop=True).copy()
+    changes = stage_changes[stage_changes["stage"].isin(FUNNEL_STAGES)]
+    per_stage = {
+        stage: changes.loc[changes["stage"] == stage].groupby("lead_id")["changed_at"].min()
+        for stage in FUNNEL_STAGES
+    }
+    won = outcomes[outcomes["result"] == "won"].groupby("lead_id")["closed_at"].min()
+    per_stage["won"] = pd.concat([per_stage["won"], won], axis=1).min(axis=1)
+    firsts = pd.DataFrame(per_stage, columns=list(FUNNEL_STAGES))
+    # The earliest moment of this stage or any later one, latest stage first.
+    earliest = firsts.iloc[:, ::-1].cummin(axis=1).ffill(axis=1).iloc[:, ::-1]
+    for stage in FUNNEL_STAGES:
+        column = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us, UTC]")
+        if len(earliest):
+            found = out["lead_id"].map(pd.to_datetime(earliest[stage], utc=True))
+            column = column.fillna(pd.to_datetime(found, utc=True).astype(column.dtype))
+        out[f"{stage}_at"] = column
+    return out
+
+
+def funnel_table(
+    leads: pd.DataFrame,
+    stage_changes: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    *,
+    by: list[str],
+) -> pd.DataFrame:
+    """Lead -> MQL -> SQL -> won counts, step conversion rates and days to each stage.
+
+    Args:
+        leads: Leads with the ``by`` columns (missing values are grouped as ``(none)``).
+        stage_changes: Stage changes.
+        outcomes: Outcomes (won deals close the funnel).
+        by: Columns to group the leads by (e.g. ``["source_channel"]``); empty for one row.
+
+    Returns:
+        One row per group: the ``by`` columns, ``leads``, ``mql``, ``sql``, ``won`` (leads
+        that reached the stage), ``lead_to_mql``, ``mql_to_sql``, ``sql_to_won`` (each step's
+        rate, NaN when the step starts from no lead), ``lead_to_won`` and the median days from
+        creation to each stage among the leads that reached it (``days_to_mql``,
+        ``days_to_sql``, ``days_to_won``).
+    """
+    times = stage_times(leads, stage_changes, outcomes)
+    keys = leads[by].reset_index(drop=True).astype(object).fillna("(none)") if by else None
+    frame = times.copy()
+    for stage in STEP_STAGES:
+        at = frame[f"{stage}_at"]
+        frame[stage.lower()] = at.notna().astype(np.int64)
+        frame[f"days_to_{stage.lower()}"] = (at - frame["created_at"]).dt.total_seconds() / 86400
+    columns = ["mql", "sql", "won"]
+    days = [f"days_to_{c}" for c in columns]
+    if keys is not None:
+        frame = pd.concat([keys, frame], axis=1)
+        grouped = frame.groupby(by, sort=True, dropna=False)
+        table = grouped[columns].sum()
+        table.insert(0, "leads", grouped.size())
+        table = table.join(grouped[days].median()).reset_index()
+    else:
+        table = pd.DataFrame([{"leads": len(frame), **frame[columns].sum().to_dict()}])
+        table = table.join(pd.DataFrame([frame[days].median().to_dict()]))
+    for column in ("leads", *columns):
+        table[column] = table[column].astype(np.int64)
+    steps = (("lead_to_mql", "leads", "mql"), ("mql_to_sql", "mql", "sql"))
+    for name, start, end in (*steps, ("sql_to_won", "sql", "won"), ("lead_to_won", "leads", "won")):
+        table[name] = table[end] / table[start].where(table[start] > 0)
+    order = [*by, "leads", "mql", "sql", "won"]
+    order += ["lead_to_mql", "mql_to_sql", "sql_to_won", "lead_to_won", *days]
+    return table[order]
