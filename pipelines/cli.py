@@ -883,6 +883,88 @@ def score_batch(
         typer.echo(where.describe())
 
 
+# --- marketing reports (issue #7) -------------------------------------------------------------
+REPORTS_KEY_NAME = "demo-reports"
+
+
+@app.command("report")
+def report(
+    names: Annotated[
+        list[str],
+        typer.Argument(help="calibration, bands, channels, drift (one or more), or all."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the HTML, PNG and CSV files.")],
+    start: Annotated[
+        str | None, typer.Option(help="First day of lead creation (YYYY-MM-DD).")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Last day of lead creation (YYYY-MM-DD).")] = None,
+    channel: Annotated[str | None, typer.Option(help="Only leads of this source channel.")] = None,
+    scores: Annotated[
+        str, typer.Option(help="Scores of calibration and bands: holdout or served.")
+    ] = "holdout",
+) -> None:
+    """Write reports as static HTML with PNG charts and CSV tables (for e-mail or archiving).
+
+    Examples:
+
+        leadscore report calibration --out reports-out
+
+        leadscore report all --out reports-out --start 2026-01-01 --channel webinar
+
+        leadscore report bands --scores served --out reports-out
+    """
+    from pydantic import ValidationError
+
+    from reports.data import ReportData
+    from reports.export import export_reports
+    from reports.model import REPORT_NAMES
+    from reports.settings import ReportSettings
+    from reports.web import parse_filters
+    from serving.errors import InvalidInputError
+
+    chosen = list(REPORT_NAMES) if names == ["all"] else names
+    unknown = [n for n in chosen if n not in REPORT_NAMES]
+    if unknown:
+        raise _fail(f"report: {unknown[0]!r} is not one of {', '.join(REPORT_NAMES)} or all")
+    try:
+        filters = parse_filters(start, end, channel)
+        cfg = ReportSettings.model_validate({"scores": scores})
+    except InvalidInputError as e:
+        raise _fail(e.message) from e
+    except ValidationError as e:
+        raise _fail(f"--scores: {scores!r} is not holdout or served") from e
+    data = ReportData(get_settings(), cfg)
+    written = _run(
+        f"building {', '.join(chosen)}",
+        lambda: export_reports(chosen, data, out, filters=filters),
+    )
+    for done in written:
+        typer.echo(
+            f"{done.name}: {done.page} ({len(done.charts)} charts, {len(done.tables)} CSV tables)"
+        )
+
+
+def _report_lines(settings: Settings) -> list[str]:
+    """The report URLs and a fresh reports:read key to log in with (run-all prints them)."""
+    from leadscore.auth import REPORTS_READ, ApiKeyStore
+    from reports.model import REPORT_NAMES
+
+    base = f"http://{settings.serving.host}:{settings.serving.port}/reports"
+    lines = ["# marketing reports (in a browser):"]
+    if settings.auth.required:
+        keys = ApiKeyStore(settings.auth_db_url)
+        for old in keys.list():
+            if old.name == REPORTS_KEY_NAME and old.active:
+                keys.revoke(old.key_id)
+        key, _ = keys.create(REPORTS_KEY_NAME, [REPORTS_READ])
+        lines.append(f"#   log in at {base}/login with the key {key}")
+    lines += [f"#   {base}/{name}" for name in REPORT_NAMES]
+    return lines
+
+
+# --- end of marketing reports ------------------------------------------------------------------
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
@@ -980,6 +1062,8 @@ def run_all(
             f"# a {kind} lead:\ncurl -s -X POST {url} -H 'content-type: application/json'"
             f"{auth} -d '{{\"lead_id\": {lead_id}}}'"
         )
+    for line in _report_lines(settings):
+        typer.echo(line)
     if serve_after:
         serve(None, None)
 

@@ -84,6 +84,8 @@ def stage_times(
     """
     out = leads[["lead_id", "created_at"]].reset_index(drop=True).copy()
     changes = stage_changes[stage_changes["stage"].isin(FUNNEL_STAGES)]
+    changes = changes.assign(changed_at=pd.to_datetime(changes["changed_at"], utc=True))
+    outcomes = outcomes.assign(closed_at=pd.to_datetime(outcomes["closed_at"], utc=True))
     per_stage = {
         stage: changes.loc[changes["stage"] == stage].groupby("lead_id")["changed_at"].min()
         for stage in FUNNEL_STAGES

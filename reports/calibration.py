@@ -111,7 +111,8 @@ def calibration_tables(scores: pd.DataFrame, cfg: ReportSettings) -> dict[str, p
 def score_slices(y: np.ndarray, p: np.ndarray) -> pd.DataFrame:
     """Leads per 10-point slice of the score and how often they converted, in words."""
     edges = np.arange(0, 1 + SLICE_WIDTH / 2, SLICE_WIDTH)
-    index = np.clip(np.floor(p / SLICE_WIDTH).astype(int), 0, len(edges) - 2)
+    # The small nudge keeps 0.3 in 30-40% (0.3 / 0.1 is 2.999... in floating point).
+    index = np.clip(np.floor(p / SLICE_WIDTH + 1e-9).astype(int), 0, len(edges) - 2)
     rows = []
     for i in np.unique(index):
         mask = index == i

@@ -203,3 +203,63 @@ def render_report(
 def table_csv(table: Table) -> str:
     """Every row of the table as CSV (full precision)."""
     return table.frame.to_csv(index=False)
+
+
+_LOGIN = _ENV.from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Log in - leadscore reports</title>
+<style>{{ style }}
+.login { max-width: 420px; margin: 80px auto; background: white; padding: 24px;
+         border: 1px solid #d5dbe3; border-radius: 8px; }
+.login input[type=password] { width: 100%; padding: 8px; margin: 8px 0 14px;
+                              box-sizing: border-box; }
+.error { color: #b3261e; }
+</style></head>
+<body><div class="login"><h1>leadscore reports</h1>
+<p>Paste an API key with the <code>reports:read</code> scope
+(<code>leadscore keys create --name marketing --scope reports:read</code>).</p>
+{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+<form method="post" action="/reports/login">
+<input type="hidden" name="next" value="{{ next_url }}">
+<label for="key">API key</label>
+<input type="password" id="key" name="key" autocomplete="off" autofocus required>
+<button type="submit">log in</button></form>
+<p class="more">The key is kept in a cookie for these pages only (HttpOnly, SameSite=Strict,
+8 hours).</p></div></body></html>
+"""
+)
+
+_INDEX = _ENV.from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>leadscore reports</title>
+<style>{{ style }}
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr));
+         gap: 16px; }
+.card { background: white; border: 1px solid #d5dbe3; border-radius: 8px; padding: 16px; }
+.card a { font-size: 18px; font-weight: 600; }
+</style></head>
+<body><header><span class="brand">leadscore reports</span>
+{% for name, title, href in nav %}<a href="{{ href }}">{{ title }}</a>{% endfor %}
+{% if logout %}<a href="{{ logout }}" style="margin-left:auto">log out</a>{% endif %}
+</header><main><h1>Reports</h1><div class="cards">
+{% for href, title, text in items %}<div class="card"><a href="{{ href }}">{{ title }}</a>
+<p>{{ text }}</p></div>{% endfor %}
+</div><p class="more">The first page after a new model, new data or new outcomes takes a while:
+the scores are rebuilt from point-in-time features, then kept.</p></main></body></html>
+"""
+)
+
+
+def login_html(*, next_url: str, error: str | None = None) -> str:
+    """The login page."""
+    return _LOGIN.render(style=_STYLE, next_url=next_url, error=error)
+
+
+def index_html(
+    items: Sequence[tuple[str, str, str]],
+    *,
+    nav: Sequence[tuple[str, str, str]],
+    logout: str | None = None,
+) -> str:
+    """The list of reports: ``(href, title, description)`` each."""
+    return _INDEX.render(style=_STYLE, items=items, nav=nav, logout=logout)

@@ -35,8 +35,11 @@ def key_store(app: FastAPI) -> ApiKeyStore:
     return store
 
 
-def require_scope(scope: str) -> Callable[..., ApiKey | None]:
+def require_scope(scope: str, *, cookie: str | None = None) -> Callable[..., ApiKey | None]:
     """A dependency admitting requests whose API key carries ``scope`` (or ``admin``).
+
+    ``cookie`` names a cookie that may carry the key when no header does (the report pages'
+    login); other routes accept headers only.
 
     Raises (in the dependency):
         UnauthorizedError: No key, or an unknown or revoked one (401).
@@ -51,6 +54,8 @@ def require_scope(scope: str) -> Callable[..., ApiKey | None]:
         if not request.app.state.settings.auth.required:
             return None
         presented = bearer.credentials if bearer is not None else header
+        if not presented and cookie is not None:
+            presented = request.cookies.get(cookie)
         if not presented:
             raise UnauthorizedError(
                 "an API key is needed: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
