@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from leadscore.score_log import ScoreLog, ScoreRecorder
 from leadscore.settings import Settings, get_settings
+from reports.web import router as reports_router
 from serving.errors import InvalidInputError, LeadscoreError, UnauthorizedError
 from serving.routes import router
 from serving.service import ScoringService, load_service
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(reports_router)
 
     @app.exception_handler(LeadscoreError)
     async def domain_error(request: Request, exc: LeadscoreError) -> JSONResponse:
