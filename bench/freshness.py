@@ -1,79 +1,78 @@
-"""Time from POST /v1/events to a changed score for that lead, against a running server.
+"""Freshness: time from ``POST /v1/events`` to a changed score for that lead.
 
-Usage: .venv/bin/python bench/freshness.py [--url http://127.0.0.1:8000] [--events N]
+For each of ``n_events`` leads (distinct, drawn at random): score the lead, send one
+``demo_request`` event for it, then score it again. Two figures per event, both from the
+moment the event is sent:
 
-Each iteration sends one demo request for a random lead and then asks for its score; the
-figure is the time until the score reflects the event (the POST's answer already carries
-it, and the follow-up GET-style POST /v1/score confirms it). One connection, sequential.
+- ``post``: until the ``POST /v1/events`` answer, which already carries the lead's fresh score
+  (the behaviour row is recomputed and pushed to the online store before the answer);
+- ``fresh``: until a following ``POST /v1/score`` by lead_id has answered, i.e. a separate
+  caller sees the new score.
+
+A score counts as changed when the probability differs from the one before the event. One
+keep-alive connection, sequential, against a running server (see :mod:`bench.run`).
 """
 
 from __future__ import annotations
 
-import argparse
+import http.client
 import json
-import os
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-import httpx
-import numpy as np
-
-from leadscore.auth import ApiKeyStore
-from leadscore.settings import get_settings
-from pipelines.ingest import load_table
+from bench.common import BenchError, percentiles_ms
+from bench.servers import HOST, post_json
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--events", type=int, default=200)
-    parser.add_argument("--key", help="API key (default: LEADSCORE_API_KEY, else a new one)")
-    args = parser.parse_args()
-    # A key with the scopes the benchmark needs: --key, LEADSCORE_API_KEY or a new one.
-    key = (
-        args.key
-        or os.environ.get("LEADSCORE_API_KEY")
-        or ApiKeyStore(get_settings().auth_db_url).create("bench", ["score:read", "events:write"])[
-            0
-        ]
-    )
+def measure_freshness(
+    port: int, key: str, lead_ids: Sequence[int], *, n_events: int, seed: int = 1
+) -> dict[str, Any]:
+    """Send ``n_events`` events to the API on ``port`` and time each until a changed score.
+
+    Raises:
+        BenchError: The API refused a request (the status and answer are in the message).
+    """
+    rng = random.Random(seed)
+    leads = rng.sample(list(lead_ids), k=min(n_events, len(lead_ids)))
     headers = {"authorization": f"Bearer {key}"}
-    ids = load_table(get_settings().paths.warehouse, "leads")["lead_id"].tolist()
-    rng = random.Random(1)
-    post_ms, fresh_ms, changed = [], [], 0
-    with httpx.Client(base_url=args.url, timeout=10, headers=headers) as client:
-        for _ in range(args.events):
-            lead_id = rng.choice(ids)
-            before = client.post("/v1/score", json={"lead_id": lead_id}).json()["probability"]
+    post_s: list[float] = []
+    fresh_s: list[float] = []
+    changed_in_post = changed_after = 0
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        for lead_id in leads:
+            score = json.dumps({"lead_id": lead_id}).encode()
+            status, before = post_json(conn, "/v1/score", score, headers)
+            if status != 200:
+                raise BenchError(f"POST /v1/score for lead {lead_id}: {status} {before}")
             event = {
                 "event_id": f"bench-{uuid.uuid4().hex}",
                 "lead_id": lead_id,
                 "occurred_at": datetime.now(UTC).isoformat(),
                 "event_type": "demo_request",
             }
+            body = json.dumps({"events": [event]}).encode()
             start = time.perf_counter()
-            response = client.post("/v1/events", json={"events": [event]})
-            post_ms.append((time.perf_counter() - start) * 1000)
-            after = client.post("/v1/score", json={"lead_id": lead_id}).json()["probability"]
-            fresh_ms.append((time.perf_counter() - start) * 1000)
-            response.raise_for_status()
-            changed += after != before
-    p, f = np.array(post_ms), np.array(fresh_ms)
-    print(
-        json.dumps(
-            {
-                "events": args.events,
-                "scores_changed": changed,
-                "post_events_p50_ms": round(float(np.percentile(p, 50)), 1),
-                "post_events_p99_ms": round(float(np.percentile(p, 99)), 1),
-                "event_to_fresh_score_p50_ms": round(float(np.percentile(f, 50)), 1),
-                "event_to_fresh_score_p99_ms": round(float(np.percentile(f, 99)), 1),
-            }
-        )
-    )
-
-
-if __name__ == "__main__":
-    main()
+            status, answer = post_json(conn, "/v1/events", body, headers)
+            post_s.append(time.perf_counter() - start)
+            if status != 200:
+                raise BenchError(f"POST /v1/events for lead {lead_id}: {status} {answer}")
+            _, after = post_json(conn, "/v1/score", score, headers)
+            fresh_s.append(time.perf_counter() - start)
+            posted = {s["lead_id"]: s["probability"] for s in answer["scores"]}
+            changed_in_post += posted.get(lead_id) != before["probability"]
+            changed_after += after["probability"] != before["probability"]
+    finally:
+        conn.close()
+    post, fresh = percentiles_ms(post_s), percentiles_ms(fresh_s)
+    return {
+        "events": len(leads),
+        "scores_changed_in_post_answer": changed_in_post,
+        "scores_changed_on_next_score": changed_after,
+        "post_events": post,
+        "event_to_fresh_score": fresh,
+    }

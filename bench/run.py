@@ -1,0 +1,315 @@
+"""The benchmark harness: ``make bench`` (``python -m bench.run``).
+
+Builds (or reuses) demo stacks under a work folder through the ``leadscore`` CLI, then
+measures, side by side with the alternatives where there is one:
+
+1. online scoring: ``leadscore serve`` against ``mlflow models serve`` of the same registered
+   model, at 1 and 8 connections (:mod:`bench.online`);
+2. freshness: ``POST /v1/events`` to a changed score (:mod:`bench.freshness`);
+3. batch scoring with reasons, per stack size (:mod:`bench.offline`);
+4. training: the point-in-time training set and LightGBM + calibration, per size;
+5. the explanation engine, when ``bench/explain_speed.py`` is present.
+
+Writes ``results.json`` and ``results.md`` to the output folder. ``--quick`` uses tiny data
+and second-long runs: it proves the harness works (``make test`` runs it) and says nothing
+about speed.
+
+    python -m bench.run                           # the full run (see the README for times)
+    python -m bench.run --sizes 100000            # only the 100k-lead stack
+    python -m bench.run --sections online         # only the online section
+    python -m bench.run --quick --work /tmp/w --out /tmp/r
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shlex
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    REPO,
+    BenchError,
+    busy_processes,
+    child_env,
+    machine,
+    run_measured,
+    write_json,
+)
+from bench.offline import run_batch, run_training
+from bench.online import run_online
+from bench.report import render
+from bench.stack import Stack, ensure_stack, existing_stack
+
+SECTIONS = ("online", "batch", "training", "explain")
+DEFAULT_SIZES = (100_000, 1_000_000)
+QUICK_SIZE = 3_000
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = sorted({int(x.replace("_", "")) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--sizes: comma-separated lead counts, e.g. 100000,1000000, not {text!r}"
+        ) from None
+    if not sizes or sizes[0] < 1000:
+        raise argparse.ArgumentTypeError(f"--sizes: each size must be at least 1000: {text!r}")
+    return sizes
+
+
+def _sections(text: str) -> list[str]:
+    chosen = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [x for x in chosen if x not in SECTIONS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"--sections: unknown {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(SECTIONS)}"
+        )
+    return chosen
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=None,
+        help="Demo lead counts of the stacks; batch scores each, training uses as many closed "
+        "examples (default: 100000,1000000; quick: 3000).",
+    )
+    parser.add_argument(
+        "--online-size",
+        type=int,
+        default=None,
+        help="The stack the servers run on (default: the smallest size).",
+    )
+    parser.add_argument(
+        "--sections",
+        type=_sections,
+        default=list(SECTIONS),
+        help=f"Comma-separated, from {', '.join(SECTIONS)} (default: all).",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="Seconds per online load run (default 20; quick 1.5).",
+    )
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=200_000,
+        help="Most requests per online load run (default 200000).",
+    )
+    parser.add_argument(
+        "--leads",
+        type=int,
+        default=None,
+        help="Distinct leads the load generator cycles through (default 2000).",
+    )
+    parser.add_argument(
+        "--freshness-events",
+        type=int,
+        default=None,
+        help="Events of the freshness section (default 200; quick 10).",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / "bench" / "work",
+        help="Where the stacks are built (default bench/work, git-ignored).",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench" / "results",
+        help="Where results.json and results.md go (default bench/results).",
+    )
+    parser.add_argument(
+        "--stack-root",
+        type=Path,
+        default=None,
+        help="Run every section on this already built stack (a settings root with data/ and "
+        "mlflow/) instead of building stacks; --sizes is then its lead count.",
+    )
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="Build the stacks again even when the work folder holds them.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="Tiny data, second-long runs: proves the harness, not the speed.",
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.sizes = args.sizes or ([QUICK_SIZE] if quick else list(DEFAULT_SIZES))
+    args.online_size = args.online_size or args.sizes[0]
+    if args.online_size not in args.sizes:
+        parser.error(f"--online-size {args.online_size} is not one of --sizes {args.sizes}")
+    args.duration = args.duration or (1.5 if quick else 20.0)
+    args.leads = args.leads or (200 if quick else 2000)
+    args.freshness_events = args.freshness_events or (10 if quick else 200)
+    for name in ("duration", "max_requests", "leads", "freshness_events"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    return args
+
+
+def _explain(args: argparse.Namespace, log_dir: Path) -> dict[str, Any] | None:
+    """Run ``bench.explain_speed.run(quick)`` in its own process, if the module exists."""
+    if importlib.util.find_spec("bench.explain_speed") is None:
+        print("  bench/explain_speed.py is not there: section skipped", flush=True)
+        return None
+    out = log_dir / "explain.json"
+    code = (
+        "import json, sys; import bench.explain_speed as m\n"
+        "if not callable(getattr(m, 'run', None)): sys.exit(3)\n"
+        f"json.dump(m.run(quick={args.quick!r}), open({str(out)!r}, 'w'), default=str)"
+    )
+    root = (args.work / "explain").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    measured = run_measured(
+        [sys.executable, "-c", code],
+        env=child_env(root),
+        log=log_dir / "explain.log",
+        what="bench.explain_speed",
+    )
+    result: dict[str, Any] = json.loads(out.read_text())
+    if not isinstance(result.get("table"), list):
+        raise BenchError("bench.explain_speed.run() returned no 'table' list")
+    result["process"] = measured.to_dict()
+    return result
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every chosen section; a failed section is recorded in ``errors`` and the rest go on."""
+    started = time.perf_counter()
+    log_dir = args.out / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print("checking whether other processes use the cores ...", flush=True)
+    busy_start = busy_processes()
+    results: dict[str, Any] = {
+        "command": "python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "quick": args.quick,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {
+            "sizes": args.sizes,
+            "online_size": args.online_size,
+            "sections": args.sections,
+            "duration_s": args.duration,
+            "max_requests": args.max_requests,
+            "leads": args.leads,
+            "freshness_events": args.freshness_events,
+        },
+        "stacks": [],
+        "errors": [],
+    }
+    stacks: dict[int, Stack] = {}
+    if args.stack_root is not None:
+        given = existing_stack(args.stack_root)
+        stacks[given.n_leads] = given
+        args.sizes = [given.n_leads]
+        args.online_size = given.n_leads
+        results["settings"].update(sizes=args.sizes, online_size=args.online_size)
+
+    def stack(n: int, online: bool) -> Stack:
+        if n not in stacks or (online and not stacks[n].online):
+            print(f"stack of {n:,} leads", flush=True)
+            stacks[n] = ensure_stack(
+                args.work,
+                n,
+                online=online,
+                rebuild=args.rebuild and n not in stacks,
+                log_dir=log_dir,
+            )
+        return stacks[n]
+
+    def section(name: str, fn: Any) -> Any:
+        print(name, flush=True)
+        try:
+            return fn()
+        except (BenchError, OSError, ValueError, KeyError) as e:
+            traceback.print_exc()
+            results["errors"].append(f"{name}: {e}")
+            return None
+
+    if "online" in args.sections:
+
+        def online() -> dict[str, Any]:
+            s = stack(args.online_size, online=True)
+            return {
+                "n_leads": s.n_leads,
+                **run_online(
+                    s,
+                    log_dir,
+                    duration_s=args.duration,
+                    max_requests=args.max_requests,
+                    n_leads=args.leads,
+                    freshness_events=args.freshness_events,
+                ),
+            }
+
+        results["online"] = section("online scoring and freshness", online)
+    if "batch" in args.sections:
+        results["batch"] = [
+            r
+            for n in args.sizes
+            if (
+                r := section(
+                    f"batch scoring, {n:,} leads",
+                    lambda n=n: run_batch(stack(n, online=False), log_dir),
+                )
+            )
+        ]
+    if "training" in args.sections:
+        results["training"] = [
+            r
+            for n in args.sizes
+            if (
+                r := section(
+                    f"training, {n:,} examples",
+                    lambda n=n: run_training(stack(n, online=False), n, log_dir),
+                )
+            )
+        ]
+    if "explain" in args.sections:
+        results["explain"] = section("explanation engine", lambda: _explain(args, log_dir))
+    results["stacks"] = [s.describe() for s in stacks.values()]
+    busy_end = busy_processes()
+    results["shared_machine"] = {
+        "busy_other_processes": sorted(set(busy_start + busy_end)),
+        "load_average_at_end": [round(x, 2) for x in __import__("os").getloadavg()],
+    }
+    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = run(args)
+    write_json(args.out / "results.json", results)
+    (args.out / "results.md").write_text(render(results) + "\n")
+    print(f"\nwritten: {args.out / 'results.json'} and {args.out / 'results.md'}")
+    if results["errors"]:
+        print("errors:\n" + "\n".join(results["errors"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
