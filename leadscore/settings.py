@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -304,6 +304,38 @@ class ServingSettings(BaseModel):
     )
 
 
+class WebhookSettings(BaseModel):
+    """Hot-lead webhooks: a signed POST to the CRM when a lead's band rises to hot."""
+
+    url: str | None = Field(
+        default=None,
+        description="Where hot-lead notifications are POSTed (http or https); none: no webhooks.",
+    )
+    secret: SecretStr | None = Field(
+        default=None,
+        description="Shared secret of the HMAC-SHA256 signature (required with a url).",
+    )
+    max_attempts: int = Field(
+        default=6, ge=1, le=50, description="Attempts before a delivery is marked failed."
+    )
+    backoff_seconds: float = Field(
+        default=2.0, gt=0.0, description="Wait before the 2nd attempt; doubled after each failure."
+    )
+    max_backoff_seconds: float = Field(
+        default=600.0, gt=0.0, description="Longest wait between two attempts."
+    )
+    timeout_seconds: float = Field(default=5.0, gt=0.0, description="Timeout of one attempt.")
+
+    @model_validator(mode="after")
+    def _secret_with_url(self) -> WebhookSettings:
+        if self.url is not None:
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError(f"webhooks.url must be an http(s) URL, not {self.url!r}")
+            if self.secret is None or not self.secret.get_secret_value():
+                raise ValueError("webhooks.secret is required when webhooks.url is set")
+        return self
+
+
 class AuthSettings(BaseModel):
     """API keys of the scoring API (``leadscore keys``)."""
 
@@ -384,6 +416,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     events: EventsSettings = EventsSettings()
     auth: AuthSettings = AuthSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     writeback: WritebackSettings = WritebackSettings()
     promotion: PromotionSettings = PromotionSettings()
 

@@ -3,7 +3,8 @@
 While the app runs, a background thread asks the registry every ``serving.reload_seconds``
 which version the served alias points to, and swaps in a new one (:func:`reload_model`).
 Another one writes the served scores to the score log (:class:`~leadscore.score_log.ScoreRecorder`),
-and writes what is still queued when the app shuts down.
+and writes what is still queued when the app shuts down. A third sends hot-lead webhooks
+(:class:`~leadscore.webhooks.WebhookSender`) when ``webhooks.url`` is set.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from leadscore.score_log import ScoreLog, ScoreRecorder
 from leadscore.settings import Settings, get_settings
+from leadscore.webhooks import WebhookLog, WebhookSender
 from reports.web import router as reports_router
 from serving.errors import InvalidInputError, LeadscoreError, UnauthorizedError
 from serving.routes import router
@@ -82,6 +84,22 @@ class ModelReloader:
         self._thread.join(timeout=_STOP_TIMEOUT_SECONDS)
 
 
+def _webhook_sender(cfg: Settings) -> WebhookSender | None:
+    """The hot-lead webhook sender, when ``webhooks.url`` is set."""
+    hooks = cfg.webhooks
+    if hooks.url is None or hooks.secret is None:
+        return None
+    return WebhookSender(
+        WebhookLog(cfg.event_log_url),
+        url=hooks.url,
+        secret=hooks.secret.get_secret_value(),
+        max_attempts=hooks.max_attempts,
+        backoff_seconds=hooks.backoff_seconds,
+        max_backoff_seconds=hooks.max_backoff_seconds,
+        timeout_seconds=hooks.timeout_seconds,
+    )
+
+
 def create_app(settings: Settings | None = None, loader: ServiceLoader = load_service) -> FastAPI:
     """Build the API.
 
@@ -107,6 +125,9 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
             app.state.score_log, max_queue=cfg.serving.score_log_queue
         )
         recorder.start()
+        app.state.webhooks = sender = _webhook_sender(cfg)
+        if sender is not None:
+            sender.start()
         try:
             app.state.service = loader(cfg)
         except (LookupError, OSError, ValueError, TypeError) as e:
@@ -123,6 +144,8 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
             if reloader is not None:
                 reloader.stop()
             recorder.stop()
+            if sender is not None:
+                sender.stop()
             app.state.service = None
 
     app = FastAPI(

@@ -59,3 +59,17 @@ class ForbiddenError(LeadscoreError):
 
     status_code = 403
     code = "forbidden"
+
+
+class NotFoundError(LeadscoreError):
+    """A named resource (e.g. a webhook delivery) does not exist."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class StoreUnavailableError(LeadscoreError):
+    """The online feature store cannot be reached; scoring by lead id waits for it."""
+
+    status_code = 503
+    code = "online_store_unavailable"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import AwareDatetime
@@ -13,7 +13,8 @@ from pydantic import AwareDatetime
 from leadscore.auth import ADMIN, EVENTS_WRITE, OUTCOMES_WRITE, SCORE_READ
 from leadscore.outcome_log import OutcomeLog
 from leadscore.score_log import ScoreLog, ScoreRecorder, ServedScore
-from serving.errors import BatchTooLargeError, NoScoreError, NotReadyError
+from leadscore.webhooks import HOT_LEAD_EVENT, WebhookLog, WebhookSender
+from serving.errors import BatchTooLargeError, NoScoreError, NotFoundError, NotReadyError
 from serving.outcomes import OutcomeIntake
 from serving.schemas import (
     BatchScoreItem,
@@ -37,6 +38,8 @@ from serving.schemas import (
     ScoreRequest,
     ScoreResponse,
     StoredScoreResponse,
+    WebhookDeliveriesResponse,
+    WebhookDeliveryOut,
 )
 from serving.security import require_scope
 from serving.service import ScoreResult, ScoringService
@@ -349,11 +352,100 @@ def post_events(body: EventsRequest, request: Request, service: ServiceDep) -> E
         events, max_events=request.app.state.settings.events.max_per_request
     )
     _record(request, results)
+    turned_hot = [r for r in results if r.band == "hot" and r.previous_band not in (None, "hot")]
+    _notify_hot(request, turned_hot)
     return EventsResponse(
         accepted=len(fresh),
         duplicates=len(events) - len(fresh),
         scores=[_score_response(r) for r in results],
+        turned_hot=[r.lead_id for r in turned_hot],
     )
+
+
+def _notify_hot(request: Request, results: Iterable[ScoreResult]) -> None:
+    """Queue a hot-lead webhook per lead that just turned hot (stored before the answer, sent
+    by the sender thread)."""
+    sender: WebhookSender | None = getattr(request.app.state, "webhooks", None)
+    if sender is None:
+        return
+    for r in results:
+        sender.notify(
+            event=HOT_LEAD_EVENT,
+            lead_id=r.lead_id,
+            payload={
+                "event": HOT_LEAD_EVENT,
+                "lead_id": r.lead_id,
+                "probability": r.probability,
+                "band": r.band,
+                "previous_band": r.previous_band,
+                "model_name": r.model_name,
+                "model_version": r.model_version,
+                "scored_at": r.scored_at.isoformat(),
+                "reasons": [
+                    {"feature": x.feature, "label": x.label, "contribution": x.contribution}
+                    for x in r.reasons
+                ],
+            },
+        )
+
+
+def get_webhook_log(request: Request) -> WebhookLog:
+    """The deliveries table (the sender's when webhooks are configured)."""
+    sender: WebhookSender | None = getattr(request.app.state, "webhooks", None)
+    if sender is not None:
+        return sender.log
+    return WebhookLog(request.app.state.settings.event_log_url)
+
+
+WebhookLogDep = Annotated[WebhookLog, Depends(get_webhook_log)]
+
+
+@router.get(
+    "/v1/admin/webhooks",
+    tags=["admin"],
+    dependencies=[Depends(require_scope(ADMIN))],
+    responses={**_AUTH_ERRORS, 422: {"model": ErrorResponse, "description": "Bad query"}},
+)
+def webhook_deliveries(
+    request: Request,
+    log: WebhookLogDep,
+    status_: Annotated[
+        Literal["pending", "delivered", "failed"] | None,
+        Query(alias="status", description="Only deliveries of this status."),
+    ] = None,
+    lead_id: Annotated[int | None, Query(ge=0, description="Only this lead's.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Most deliveries listed.")] = 100,
+) -> WebhookDeliveriesResponse:
+    """Hot-lead webhook deliveries, newest first: status, attempts, last answer or error."""
+    return WebhookDeliveriesResponse(
+        configured=getattr(request.app.state, "webhooks", None) is not None,
+        counts=log.counts(),
+        deliveries=[
+            WebhookDeliveryOut.model_validate(d.__dict__)
+            for d in log.list(status=status_, lead_id=lead_id, limit=limit)
+        ],
+    )
+
+
+@router.post(
+    "/v1/admin/webhooks/{delivery_id}/retry",
+    tags=["admin"],
+    dependencies=[Depends(require_scope(ADMIN))],
+    responses={
+        **_AUTH_ERRORS,
+        404: {"model": ErrorResponse, "description": "No such undelivered delivery"},
+    },
+)
+def retry_webhook(delivery_id: str, request: Request, log: WebhookLogDep) -> WebhookDeliveryOut:
+    """Send a failed delivery again now, with a fresh budget of attempts."""
+    if not log.retry(delivery_id):
+        raise NotFoundError(f"no undelivered webhook delivery {delivery_id!r}")
+    sender: WebhookSender | None = getattr(request.app.state, "webhooks", None)
+    if sender is not None:
+        sender.wake()
+    delivery = log.get(delivery_id)
+    assert delivery is not None
+    return WebhookDeliveryOut.model_validate(delivery.__dict__)
 
 
 def get_outcomes(request: Request) -> OutcomeIntake:

@@ -146,6 +146,11 @@ class EventsResponse(BaseModel):
     accepted: int = Field(description="Events stored now.")
     duplicates: int = Field(description="Events already stored before (same event_id).")
     scores: list[ScoreResponse] = Field(description="Fresh score of every lead in the request.")
+    turned_hot: list[int] = Field(
+        default=[],
+        description="Leads whose band rose to hot with these events (a webhook is sent for each "
+        "when webhooks are configured).",
+    )
 
 
 class OutcomeIn(BaseModel):
@@ -268,3 +273,28 @@ class ExplainChangeResponse(BaseModel):
         description="The factors that moved it, strongest first, both moments explained by "
         "the model serving now."
     )
+
+
+class WebhookDeliveryOut(BaseModel):
+    """A hot-lead webhook delivery and how its attempts went."""
+
+    delivery_id: str
+    event: str
+    lead_id: int
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None = Field(description="When a pending delivery is tried next.")
+    last_attempt_at: datetime | None
+    response_status: int | None = Field(description="HTTP status of the last attempt.")
+    last_error: str | None
+    delivered_at: datetime | None
+    payload: dict[str, Any]
+
+
+class WebhookDeliveriesResponse(BaseModel):
+    """Webhook deliveries, newest first, and the count of each status."""
+
+    configured: bool = Field(description="Whether webhooks.url is set on this service.")
+    counts: dict[str, int]
+    deliveries: list[WebhookDeliveryOut]

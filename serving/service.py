@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,8 @@ class ScoreResult:
     model_version: str
     scored_at: datetime
     features: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # The lead's band just before this score, where the service knows it (rescoring by events).
+    previous_band: str | None = None
 
 
 class OnlineFeatures:
@@ -317,7 +319,8 @@ class ScoringService:
         Nothing is stored unless every event is valid: known lead, not in the future.
 
         Returns:
-            The ids of the events that were new, and the fresh score of every lead.
+            The ids of the events that were new, and the fresh score of every lead (with
+            ``previous_band``, its band before the events).
 
         Raises:
             InvalidInputError: An event breaks a rule (the field and the problem are named).
@@ -330,13 +333,14 @@ class ScoringService:
                 {"events": f"{len(events)} events in one request; at most {max_events}"}
             )
         now = datetime.now(UTC)
+        served = self._served
         problems: dict[str, str] = {}
-        known: dict[int, bool] = {}
+        before: dict[int, Mapping[str, Any] | None] = {}
         for i, event in enumerate(events):
             lead_id = int(event["lead_id"])
-            if lead_id not in known:
-                known[lead_id] = self.lookup(lead_id) is not None
-            if not known[lead_id]:
+            if lead_id not in before:
+                before[lead_id] = served.lookup(lead_id)
+            if before[lead_id] is None:
                 problems[f"events.{i}.lead_id"] = f"lead {lead_id} is unknown"
             if event["occurred_at"] > now + _CLOCK_SKEW:
                 problems[f"events.{i}.occurred_at"] = (
@@ -347,8 +351,13 @@ class ScoringService:
         frame = pd.DataFrame(list(events), columns=list(EVENTS.column_names))
         frame["occurred_at"] = to_utc_us(frame["occurred_at"]).array
         fresh = self.live.record(frame, now=now)
+        # The bands the leads had before these events (by the same model version).
+        rows = [row for row in before.values() if row is not None]
+        scorer = served.scorer
+        previous = scorer.band_of(scorer.calibrate(scorer.margin(scorer.encoder.encode_rows(rows))))
+        previous_band = dict(zip(before, (str(b) for b in previous), strict=True))
         scores = [
-            self.score(lead_id) for lead_id in dict.fromkeys(int(e["lead_id"]) for e in events)
+            replace(self.score(lead_id), previous_band=previous_band[lead_id]) for lead_id in before
         ]
         return fresh, scores
 

@@ -43,17 +43,18 @@ def build_stack(
     n_leads: int = 8000,
     bad_row_share: float = 0.01,
     feast: FeastSettings | None = None,
+    end_date: date = END_DATE,
 ) -> Stack:
     settings = Settings(
         paths=PathsSettings(root=root),
-        demo=DemoSettings(n_leads=n_leads, end_date=END_DATE),
+        demo=DemoSettings(n_leads=n_leads, end_date=end_date),
         # Two backtest folds and 50 resamples keep the many trainings of the tests quick; the
         # defaults (4 and 200) are what `make run` uses.
         training=TrainingSettings(n_estimators=200, backtest_folds=2, bootstrap_samples=50),
         feast=feast or FeastSettings(),
     )
     demo = generate_demo_data(
-        n_leads=n_leads, seed=11, end_date=END_DATE, bad_row_share=bad_row_share
+        n_leads=n_leads, seed=11, end_date=end_date, bad_row_share=bad_row_share
     )
     sources = write_demo_data(demo, out_dir=settings.paths.raw, file_format="parquet")
     report = ingest_tables(
