@@ -104,12 +104,15 @@ def find_champion(settings: Settings) -> Champion:
     )
 
 
+def _utc(values: pd.Series) -> pd.Series:
+    return pd.Series(pd.to_datetime(values, utc=True), index=values.index)
+
+
 def label_served(
     served: pd.DataFrame,
     *,
     stage_changes: pd.DataFrame,
     outcomes: pd.DataFrame,
-    leads: pd.DataFrame,
     target: str,
     horizon_days: int,
     present: datetime,
@@ -124,15 +127,25 @@ def label_served(
     Returns:
         The labelled scores (with a ``label`` column) and the counts left out.
     """
-    from pipelines.funnel import stage_times
-
-    times = stage_times(leads, stage_changes, outcomes).set_index("lead_id")
-    hit = times["SQL_at" if target == "lead_to_sql" else "won_at"]
-    closed = outcomes.groupby("lead_id")["closed_at"].max()
-    final = pd.concat([closed, hit], axis=1).min(axis=1)
-    t = pd.to_datetime(served["scored_at"], utc=True)
-    hit_at = pd.to_datetime(served["lead_id"].map(hit), utc=True)
-    final_at = pd.to_datetime(served["lead_id"].map(final), utc=True)
+    # As training.dataset's target times: the won close is the hit (for lead_to_sql the first
+    # SQL-or-later stage, or a won close without stages); a close makes the answer final.
+    closed = outcomes.drop_duplicates("lead_id").set_index("lead_id")
+    closed_at = _utc(closed["closed_at"])
+    won_at = closed_at[closed["result"] == "won"]
+    hit: pd.Series
+    final: pd.Series
+    if target == "lead_to_sql":
+        sql = stage_changes[stage_changes["stage"].isin(("SQL", "opportunity", "won"))]
+        reached = _utc(sql.groupby("lead_id")["changed_at"].min())
+        hit = pd.concat([reached, won_at], axis=1).min(axis=1)
+        lost_at = closed_at[closed["result"] == "lost"]
+        both = pd.concat([hit.rename("hit"), lost_at.rename("lost")], axis=1)
+        final = both["hit"].fillna(both["lost"])
+    else:
+        hit, final = won_at, closed_at
+    t = _utc(served["scored_at"])
+    hit_at = _utc(served["lead_id"].map(dict(hit.items())))
+    final_at = _utc(served["lead_id"].map(dict(final.items())))
     horizon = pd.Timedelta(days=horizon_days)
     now = pd.Timestamp(present)
     now = now.tz_convert("UTC") if now.tzinfo else now.tz_localize("UTC")
@@ -362,7 +375,6 @@ class ReportData:
             first,
             stage_changes=self.stage_changes,
             outcomes=self.outcomes,
-            leads=self.leads,
             target=target,
             horizon_days=horizon,
             present=datetime.now(UTC),

@@ -164,13 +164,18 @@ def parse_filters(start: str | None, end: str | None, channel: str | None) -> Re
 
 def _report_or_error(request: Request, name: str, filters: ReportFilter) -> Report:
     if name not in REPORTS:
-        raise InvalidInputError({"report": f"{name!r} is not one of {', '.join(REPORTS)}"})
+        raise _NotFound(f"no report {name!r}; the reports are {', '.join(REPORTS)}")
     try:
         return _reports(request).report(request, name, filters)
     except LookupError as e:
         raise _Unavailable(str(e)) from e
     except (FileNotFoundError, ValueError) as e:
         raise _Unavailable(f"the report cannot be built: {e}") from e
+
+
+class _NotFound(LeadscoreError):
+    status_code = 404
+    code = "not_found"
 
 
 class _Unavailable(LeadscoreError):
@@ -298,9 +303,7 @@ def report_csv(
     report = _report_or_error(request, name, filters)
     tables = report.tables()
     if table not in tables:
-        raise InvalidInputError(
-            {"table": f"{table!r} is not a table of {name}; expected one of {', '.join(tables)}"}
-        )
+        raise _NotFound(f"report {name} has no table {table!r}; it has {', '.join(tables)}")
     return Response(
         table_csv(tables[table]),
         media_type="text/csv; charset=utf-8",

@@ -306,7 +306,6 @@ def test_live_performance_against_training_intervals():
 
 
 def test_served_scores_are_labelled_like_training_snapshots():
-    leads = pd.DataFrame({"lead_id": [1, 2, 3, 4], "created_at": _ts(*["2024-01-01"] * 4)})
     outcomes = pd.DataFrame(
         {
             "lead_id": [1, 2, 3],
@@ -328,7 +327,6 @@ def test_served_scores_are_labelled_like_training_snapshots():
         first,
         stage_changes=pd.DataFrame(columns=["lead_id", "changed_at", "stage"]),
         outcomes=outcomes,
-        leads=leads,
         target="lead_to_won",
         horizon_days=120,
         present=pd.Timestamp("2024-07-01", tz=UTC).to_pydatetime(),
