@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -40,6 +44,10 @@ VERSIONS = (
     "pandas",
     "duckdb",
 )
+
+
+# A measured job is stopped when the machine's available memory falls below this.
+MIN_AVAILABLE_MB = 1500
 
 
 class BenchError(RuntimeError):
@@ -84,6 +92,21 @@ def child_env(root: Path, extra: Mapping[str, str] | None = None) -> dict[str, s
     return env
 
 
+# A forked child starts with the parent's resident size as its peak, and exec keeps that peak
+# (Linux carries the old image's high-water mark into ru_maxrss). So the measured command is
+# started by this small trampoline: its peak is its own from a ~10 MB start, not the harness's.
+_TRAMPOLINE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(
     args: Sequence[str],
     *,
@@ -92,35 +115,48 @@ def run_measured(
     what: str,
     timeout_s: float = 4 * 3600,
 ) -> Measured:
-    """Run a subprocess to its end; its output goes to ``log`` (and is returned).
+    """Run a command to its end and measure its wall time and its own peak resident memory.
+
+    Its output goes to ``log`` (and is returned).
 
     Raises:
-        BenchError: The process failed or ran past ``timeout_s`` (the log's tail is shown).
+        BenchError: The command failed or ran past ``timeout_s`` (the log's tail is shown).
     """
     log.parent.mkdir(parents=True, exist_ok=True)
+    peak_file = log.with_suffix(".maxrss")
+    peak_file.unlink(missing_ok=True)
     start = time.perf_counter()
     with log.open("w") as out:
         process = subprocess.Popen(
-            list(args), env=dict(env), cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-c", _TRAMPOLINE, str(peak_file), *args],
+            env=dict(env),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a timeout stops all of it
         )
         deadline = start + timeout_s
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
+        while process.poll() is None:
+            problem = None
             if time.perf_counter() > deadline:
-                process.kill()
-                os.wait4(process.pid, 0)
-                raise BenchError(f"{what}: still running after {timeout_s:.0f} s, stopped")
-            time.sleep(0.05)
+                problem = f"still running after {timeout_s:.0f} s"
+            elif (available := psutil.virtual_memory().available / 2**20) < MIN_AVAILABLE_MB:
+                # The machine is shared: stop our job before the kernel's OOM killer picks one.
+                problem = f"the machine's available memory fell to {available:,.0f} MB"
+            if problem:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                raise BenchError(f"{what}: {problem}; stopped (log {log})")
+            time.sleep(0.2)
     wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
     text = log.read_text(errors="replace")
     if process.returncode != 0:
         tail = "\n".join(text.splitlines()[-25:])
         raise BenchError(f"{what} failed (exit {process.returncode}, log {log}):\n{tail}")
     # ru_maxrss is in KiB on Linux.
-    return Measured(list(args), wall, usage.ru_maxrss / 1024, text)
+    peak_kib = int(peak_file.read_text())
+    peak_file.unlink()
+    return Measured(list(args), wall, peak_kib / 1024, text)
 
 
 def percentiles_ms(latencies_s: Sequence[float]) -> dict[str, float]:
@@ -136,7 +172,7 @@ def percentiles_ms(latencies_s: Sequence[float]) -> dict[str, float]:
     n = len(ordered)
 
     def rank(q: float) -> float:
-        return ordered[min(n - 1, max(0, round(q * n + 0.5) - 1))] * 1000
+        return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))] * 1000
 
     return {
         "p50_ms": round(rank(0.50), 3),
@@ -155,8 +191,6 @@ def _version(name: str) -> str:
 
 def busy_processes(min_cpu_percent: float = 20.0, sample_s: float = 1.0) -> list[str]:
     """Other processes using the cores right now (the machine may be shared)."""
-    import psutil
-
     own = {os.getpid(), *(c.pid for c in psutil.Process().children(recursive=True))}
     procs = [p for p in psutil.process_iter(["pid", "name", "cmdline"]) if p.pid not in own]
     for p in procs:
@@ -177,8 +211,6 @@ def busy_processes(min_cpu_percent: float = 20.0, sample_s: float = 1.0) -> list
 
 def machine() -> dict[str, Any]:
     """Cores, processor, memory, Python and library versions, load: printed with every figure."""
-    import psutil
-
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

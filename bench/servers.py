@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,14 +47,14 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
     _log_file: IO[bytes]
-    started_s: float = 0.0
+    started_at: float = field(default_factory=time.perf_counter)
 
     def tail(self, lines: int = 25) -> str:
         self._log_file.flush()
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def wait_ready(self, path: str, timeout_s: float = 300.0) -> float:
-        """Wait until ``GET path`` answers 200; returns the seconds it took from the start.
+        """Wait until ``GET path`` answers 200; returns the seconds since the server started.
 
         Raises:
             BenchError: The process ended, or did not get ready in time (log tail shown).
@@ -67,7 +67,7 @@ class Server:
                     f"ready (log {self.log}):\n{self.tail()}"
                 )
             if http_status(self.port, path) == 200:
-                return time.perf_counter() - start + self.started_s
+                return time.perf_counter() - self.started_at
             time.sleep(0.25)
         raise BenchError(f"{self.name} not ready after {timeout_s:.0f} s:\n{self.tail()}")
 
