@@ -54,7 +54,7 @@ tr.flag td { background: #fde8e8; }
 
 _PAGE = _ENV.from_string(
     """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{ report.title }} - leadscore reports</title>
 <style>{{ style }}</style></head>
@@ -207,7 +207,8 @@ def table_csv(table: Table) -> str:
 
 _LOGIN = _ENV.from_string(
     """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Log in - leadscore reports</title>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<title>Log in - leadscore reports</title>
 <style>{{ style }}
 .login { max-width: 420px; margin: 80px auto; background: white; padding: 24px;
          border: 1px solid #d5dbe3; border-radius: 8px; }
@@ -231,7 +232,8 @@ _LOGIN = _ENV.from_string(
 
 _INDEX = _ENV.from_string(
     """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>leadscore reports</title>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<title>leadscore reports</title>
 <style>{{ style }}
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr));
          gap: 16px; }
