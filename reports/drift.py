@@ -259,7 +259,7 @@ def drift_report(
         "(population stability index, most moved first), and, once outcomes mature, how the "
         "model performs live against its training-time test metrics.",
         f"Training period: {describe_train}. Recent scoring: {describe_recent}. Leads: "
-        f"{filters.describe()}.",
+        f"{filters.describe()} (the periods are fixed: a date range does not apply here).",
     ]
     shift = Section("Shift per feature")
     shift.paragraphs.append(

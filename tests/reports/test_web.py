@@ -197,3 +197,30 @@ def test_the_cli_writes_static_pages_with_png_charts_and_csv(stack, tmp_path, mo
     assert not (out / "calibration.html").exists()
     assert refused.exit_code == 1 and "'funnel' is not one of" in refused.output
     assert bad_date.exit_code == 1 and "start" in bad_date.output
+
+
+def test_run_all_prints_the_report_urls_with_a_key_that_opens_them(client, stack):
+    from pipelines.cli import _report_lines
+
+    first = _report_lines(stack.settings)
+    lines = _report_lines(stack.settings)  # a second run replaces the first key
+    base = f"http://{stack.settings.serving.host}:{stack.settings.serving.port}/reports"
+    assert [f"#   {base}/{name}" for name in REPORT_NAMES] == lines[2:]
+    key = lines[1].rsplit(" ", 1)[1]
+    old = first[1].rsplit(" ", 1)[1]
+    assert client.get("/reports/", headers={"x-api-key": key}).status_code == 200
+    assert client.get("/reports/", headers={"x-api-key": old}).status_code == 401  # revoked
+
+
+def test_serving_imports_no_report_computation():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, serving.app\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('training', 'matplotlib')\n"
+        "         or m in ('reports.data', 'reports.build', 'reports.charts')]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
