@@ -151,6 +151,7 @@ def run_measured(
     wall = time.perf_counter() - start
     text = log.read_text(errors="replace")
     if process.returncode != 0:
+        peak_file.unlink(missing_ok=True)
         tail = "\n".join(text.splitlines()[-25:])
         raise BenchError(f"{what} failed (exit {process.returncode}, log {log}):\n{tail}")
     # ru_maxrss is in KiB on Linux.

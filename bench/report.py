@@ -186,6 +186,8 @@ def render(results: dict[str, Any]) -> str:
             "",
         ]
     explain = results.get("explain")
+    if explain and explain.get("skipped"):
+        parts += ["## Explanation engine", "", f"Skipped: {explain['skipped']}.", ""]
     if explain and explain.get("table"):
         header = list(dict.fromkeys(k for row in explain["table"] for k in row))
         parts += [
