@@ -30,9 +30,17 @@ SCORE_READ = "score:read"
 EVENTS_WRITE = "events:write"
 OUTCOMES_WRITE = "outcomes:write"
 REPORTS_READ = "reports:read"
+METRICS_READ = "metrics:read"
 ADMIN = "admin"
 #: Every scope; ``admin`` implies all the others.
-SCOPES: tuple[str, ...] = (SCORE_READ, EVENTS_WRITE, OUTCOMES_WRITE, REPORTS_READ, ADMIN)
+SCOPES: tuple[str, ...] = (
+    SCORE_READ,
+    EVENTS_WRITE,
+    OUTCOMES_WRITE,
+    REPORTS_READ,
+    METRICS_READ,
+    ADMIN,
+)
 
 KEY_PREFIX = "ls_"
 _RANDOM_CHARS = 32

@@ -25,6 +25,9 @@ import sqlalchemy as sa
 from leadscore.event_log import open_database
 
 logger = logging.getLogger(__name__)
+# Waits between attempts to write a batch while the database is unreachable.
+_FIRST_RETRY_WAIT = 0.5
+_MAX_RETRY_WAIT = 10.0
 
 _METADATA = sa.MetaData()
 SERVED_SCORES = sa.Table(
@@ -258,8 +261,18 @@ class ScoreRecorder:
         while self._write_next(block=True) or not self._stop.is_set():
             pass
 
+    @property
+    def queued(self) -> int:
+        """Scores waiting to be written."""
+        return self._queue.qsize()
+
     def _write_next(self, *, block: bool) -> bool:
-        """Write one batch; False when nothing was queued."""
+        """Write one batch; False when nothing was queued.
+
+        While the database is unreachable the batch is tried again with growing waits (up to
+        ``_MAX_RETRY_WAIT``), so no score is lost to an outage; meanwhile new scores wait in
+        the bounded queue. Only at shutdown is a batch that still fails given up (and counted).
+        """
         try:
             first = self._queue.get(timeout=0.2) if block else self._queue.get_nowait()
         except queue.Empty:
@@ -270,11 +283,25 @@ class ScoreRecorder:
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        wait = _FIRST_RETRY_WAIT
         try:
-            self.written += self.log.append(batch)
-        except Exception:  # a background writer: report, keep serving
-            self.failed += len(batch)
-            logger.exception("could not record %d served score(s)", len(batch))
+            while True:
+                try:
+                    self.written += self.log.append(batch)
+                    break
+                except Exception as e:  # a background writer: report, keep serving, retry
+                    if self._stop.is_set() or not block:
+                        self.failed += len(batch)
+                        logger.error("gave up recording %d served score(s): %s", len(batch), e)
+                        break
+                    logger.warning(
+                        "could not record %d served score(s), retrying in %.1f s: %s",
+                        len(batch),
+                        wait,
+                        e,
+                    )
+                    self._stop.wait(wait)
+                    wait = min(wait * 2, _MAX_RETRY_WAIT)
         finally:
             for _ in batch:
                 self._queue.task_done()

@@ -302,6 +302,21 @@ class ServingSettings(BaseModel):
         description="Served scores waiting to be written to the score log; beyond that they "
         "are dropped (and counted) rather than slowing requests.",
     )
+    max_body_bytes: int = Field(
+        default=1_048_576, gt=0, description="Largest request body accepted (413 beyond)."
+    )
+    cors_origins: list[str] = Field(
+        default=[],
+        description="Browser origins allowed to call the API (CORS), e.g. "
+        '["https://crm.example.com"]; empty: no cross-origin calls.',
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="`leadscore serve` logs: one JSON object per line (with request ids), or text.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Level of the service's logs (INFO: one line per request)."
+    )
 
 
 class WebhookSettings(BaseModel):

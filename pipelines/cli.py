@@ -983,13 +983,16 @@ def serve(
     """
     import uvicorn
 
+    from serving.observability import log_config
+
     cfg = get_settings().serving
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
         host=host or cfg.host,
         port=port or cfg.port,
-        log_level="info",
+        log_config=log_config(cfg.log_format, cfg.log_level),
+        access_log=False,  # the app logs each request itself: route template, no query string
     )
 
 

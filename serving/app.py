@@ -16,13 +16,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from leadscore.score_log import ScoreLog, ScoreRecorder
 from leadscore.settings import Settings, get_settings
 from leadscore.webhooks import WebhookLog, WebhookSender
 from reports.web import router as reports_router
 from serving.errors import InvalidInputError, LeadscoreError, UnauthorizedError
+from serving.observability import Metrics, RequestContext, StateCollector
 from serving.routes import router
 from serving.service import ScoringService, load_service
 
@@ -82,6 +85,19 @@ class ModelReloader:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=_STOP_TIMEOUT_SECONDS)
+
+
+def _backlogs(app: FastAPI) -> dict[str, float]:
+    """What /metrics reads from the app at scrape time: the score log's writer counts."""
+    recorder: ScoreRecorder | None = getattr(app.state, "score_recorder", None)
+    if recorder is None:
+        return {}
+    return {
+        "score_log_queued": float(recorder.queued),
+        "score_log_written": float(recorder.written),
+        "score_log_dropped": float(recorder.dropped),
+        "score_log_failed_writes": float(recorder.failed),
+    }
 
 
 def _webhook_sender(cfg: Settings) -> WebhookSender | None:
@@ -154,6 +170,18 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
         description="Calibrated lead-conversion probabilities with bands and reasons.",
         lifespan=lifespan,
     )
+    app.state.metrics = metrics = Metrics()
+    metrics.add_collector(StateCollector(lambda: _backlogs(app)))
+    if cfg.serving.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cfg.serving.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
+    # Outermost: sees every answer.
+    app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=cfg.serving.max_body_bytes)
     app.include_router(router)
     app.include_router(reports_router)
 
@@ -167,6 +195,17 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
             status_code=exc.status_code,
             content={"error": exc.code, "detail": detail},
             headers=headers,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": code, "detail": exc.detail},
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(RequestValidationError)

@@ -8,13 +8,22 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime
 
-from leadscore.auth import ADMIN, EVENTS_WRITE, OUTCOMES_WRITE, SCORE_READ
+from leadscore.auth import ADMIN, EVENTS_WRITE, METRICS_READ, OUTCOMES_WRITE, SCORE_READ
 from leadscore.outcome_log import OutcomeLog
 from leadscore.score_log import ScoreLog, ScoreRecorder, ServedScore
 from leadscore.webhooks import HOT_LEAD_EVENT, WebhookLog, WebhookSender
-from serving.errors import BatchTooLargeError, NoScoreError, NotFoundError, NotReadyError
+from serving.errors import (
+    BatchTooLargeError,
+    NoScoreError,
+    NotFoundError,
+    NotReadyError,
+    StoreUnavailableError,
+)
+from serving.observability import Metrics
 from serving.outcomes import OutcomeIntake
 from serving.schemas import (
     BatchScoreItem,
@@ -64,6 +73,23 @@ def get_service(request: Request) -> ScoringService:
 ServiceDep = Annotated[ScoringService, Depends(get_service)]
 
 
+@router.get(
+    "/metrics",
+    tags=["ops"],
+    dependencies=[Depends(require_scope(METRICS_READ))],
+    response_class=PlainTextResponse,
+    responses={**_AUTH_ERRORS, 200: {"content": {"text/plain": {}}}},
+)
+def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus metrics: requests and latency by route and status, scores by band and model
+    version, the model serving, the score log's backlog."""
+    registry: Metrics = request.app.state.metrics
+    service: ScoringService | None = request.app.state.service
+    if service is not None:
+        registry.serving(service.model_name, service.model_version)
+    return PlainTextResponse(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
+
+
 @router.get("/health", tags=["ops"])
 def health() -> HealthResponse:
     """Liveness: the process answers."""
@@ -74,11 +100,16 @@ def health() -> HealthResponse:
     "/ready", tags=["ops"], responses={503: {"model": ReadyResponse}}, response_model=ReadyResponse
 )
 def ready(request: Request, response: Response) -> ReadyResponse:
-    """Readiness: a model and its feature service are loaded."""
+    """Readiness: a model and its feature service are loaded, and the online store answers."""
     service: ScoringService | None = request.app.state.service
     if service is None:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return ReadyResponse(status="not_ready", detail=str(request.app.state.load_error))
+    try:
+        service.lookup(0)  # a round trip to the online store
+    except StoreUnavailableError as e:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return ReadyResponse(status="not_ready", detail=e.message)
     return ReadyResponse(
         status="ready",
         model_name=service.model_name,
@@ -95,11 +126,17 @@ def _reasons_out(reasons: Iterable[Any]) -> list[ReasonOut]:
 
 
 def _record(request: Request, results: Iterable[ScoreResult]) -> None:
-    """Hand served scores to the score log's writer (never waits for the database)."""
+    """Count served scores and hand them to the score log's writer (never waits for the
+    database)."""
+    results = list(results)
+    metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        for r in results:
+            metrics.served(r.band, r.model_version)
     recorder: ScoreRecorder | None = getattr(request.app.state, "score_recorder", None)
     if recorder is None:
         return
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
     recorder.submit(
         ServedScore(
             lead_id=r.lead_id,

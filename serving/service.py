@@ -25,7 +25,12 @@ from leadscore.event_log import EventLog
 from leadscore.live import LiveFeatures
 from leadscore.scorer import LeadScore, LeadScorer, Reason
 from leadscore.settings import Settings
-from serving.errors import InvalidInputError, LeadNotFoundError, NotReadyError
+from serving.errors import (
+    InvalidInputError,
+    LeadNotFoundError,
+    NotReadyError,
+    StoreUnavailableError,
+)
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -61,10 +66,23 @@ class OnlineFeatures:
         self._service = store.get_feature_service(feature_service)
 
     def __call__(self, lead_id: int) -> dict[str, Any] | None:
-        values = self._store.get_online_features(
-            features=self._service,
-            entity_rows=[{"lead_id": lead_id, "request_ts": time.time()}],
-        ).to_dict()
+        """The lead's features, or None for a lead the store does not know.
+
+        Raises:
+            StoreUnavailableError: The store cannot be reached (Redis down, database locked
+                or gone); the next call tries again.
+        """
+        try:
+            values = self._store.get_online_features(
+                features=self._service,
+                entity_rows=[{"lead_id": lead_id, "request_ts": time.time()}],
+            ).to_dict()
+        except Exception as e:  # Redis, SQLite and Feast errors share no base class
+            logger.warning("online store lookup failed: %s: %s", type(e).__name__, e)
+            raise StoreUnavailableError(
+                f"the online feature store cannot be reached ({type(e).__name__}): scoring "
+                "by lead_id resumes by itself when it is back"
+            ) from e
         row = {
             name: column[0]
             for name, column in values.items()

@@ -1,0 +1,289 @@
+"""Operations: request ids, body size limits, Prometheus metrics and JSON logs.
+
+One pure-ASGI middleware (:class:`RequestContext`, cheaper per request than Starlette's
+``BaseHTTPMiddleware``) gives every request an id (the client's ``X-Request-ID`` when it sends
+a sane one, else a new one; echoed in the response), counts requests and their latency by
+route template and status, refuses a body whose ``Content-Length`` is over
+``serving.max_body_bytes`` with a JSON 413 before reading it (FastAPI's own limit stops a
+chunked one at the same size), and writes one access-log line per request. The line holds the
+method, route template (``/v1/leads/{lead_id}/score``, never the lead id), status, duration and
+request id: no key, body, query string or personal field is ever logged.
+
+Metrics live in a registry of the app's own (several apps in one process, as in the tests, do
+not collide) and are exposed on ``GET /metrics`` in Prometheus' text format.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.middleware import body_limit as _starlette_body_limit
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+access_log = logging.getLogger("leadscore.access")
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "leadscore_request_id", default=None
+)
+# Starlette's body-limit error, which FastAPI lets through while reading a body (a private
+# class: without it, an over-long chunked body gets FastAPI's 400 instead of 413).
+_TooLarge: type[Exception] = getattr(
+    _starlette_body_limit, "_RequestBodyTooLarge", type("_TooLarge", (Exception,), {})
+)
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Latency buckets (seconds) around the scoring targets: 1.5 ms p50, 5 ms p99.
+_BUCKETS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
+class Metrics:
+    """The app's Prometheus metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "leadscore_http_requests",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "leadscore_http_request_duration_seconds",
+            "Time from request to the end of the response, by method and route template.",
+            ["method", "route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.scores = Counter(
+            "leadscore_scores_served",
+            "Scores served, by band and model version.",
+            ["band", "model_version"],
+            registry=self.registry,
+        )
+        self.model = Gauge(
+            "leadscore_model_info",
+            "The model version serving now (value 1).",
+            ["model_name", "model_version"],
+            registry=self.registry,
+        )
+
+    def served(self, band: str, model_version: str) -> None:
+        self.scores.labels(band=band, model_version=model_version).inc()
+
+    def serving(self, model_name: str, model_version: str) -> None:
+        """Mark the version serving now (and only it)."""
+        self.model.clear()
+        self.model.labels(model_name=model_name, model_version=model_version).set(1)
+
+    def add_collector(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+
+class StateCollector(Collector):
+    """Gauges read from the app's state at scrape time: score-log and webhook backlogs."""
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Any:
+        for name, value in self._read().items():
+            family = GaugeMetricFamily(f"leadscore_{name}", name.replace("_", " ") + ".")
+            family.add_metric([], value)
+            yield family
+
+
+def _route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+class RequestContext:
+    """Request id, metrics and access log (see the module docstring).
+
+    Args:
+        app: The ASGI app.
+        metrics: Where request counts and latency go.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = ""
+        length = 0
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                request_id = candidate if _SANE_ID.match(candidate) else ""
+            elif name == b"content-length" and value.isdigit():
+                length = int(value)
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        status = 500
+        if length > self.max_body_bytes:  # refused before reading it
+            status = 413
+            await self._too_large(send, request_id, f"request body of {length} bytes")
+            self._done(scope, status, start, request_id)
+            request_id_var.reset(token)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            # A chunked body has no length up front: count it as it arrives.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _TooLarge()
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = int(message["status"])
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        # FastAPI turns errors while reading a body into 400, except the body-limit error
+        # while this key is in the scope: that one reaches the handler below.
+        scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_bytes
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except _TooLarge:
+            if started:
+                raise
+            status = 413
+            await self._too_large(send, request_id, f"request body over {received - 1} bytes")
+        finally:
+            self._done(scope, status, start, request_id)
+            request_id_var.reset(token)
+
+    async def _too_large(self, send: Send, request_id: str, what: str) -> None:
+        body = json.dumps(
+            {
+                "error": "body_too_large",
+                "detail": f"{what}; at most {self.max_body_bytes} bytes (serving.max_body_bytes)",
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", request_id.encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _done(self, scope: Scope, status: int, start: float, request_id: str) -> None:
+        elapsed = time.perf_counter() - start
+        route = _route_of(scope)
+        method = str(scope.get("method", ""))
+        self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
+        self.metrics.latency.labels(method=method, route=route).observe(elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %d",
+                method,
+                route,
+                status,
+                extra={
+                    "request_id": request_id,
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
+
+
+_JSON_FIELDS = ("request_id", "method", "route", "status", "duration_ms")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the request id of the request
+    being served (if any) and the access-log fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id:
+            entry["request_id"] = request_id
+        for name in _JSON_FIELDS[1:]:
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def log_config(fmt: str, level: str = "INFO") -> dict[str, Any]:
+    """``logging.config.dictConfig`` of ``leadscore serve`` (uvicorn's ``log_config``).
+
+    ``json``: every record, leadscore's and uvicorn's, as one JSON line on stderr; ``text``:
+    the same records as plain lines. Uvicorn's own access log is off: the app writes its own
+    (route templates, no query strings).
+    """
+    formatter = (
+        {"()": "serving.observability.JsonFormatter"}
+        if fmt == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {
+            "uvicorn": {"level": level},
+            "uvicorn.error": {"level": level},
+            "uvicorn.access": {"level": "WARNING", "propagate": False},
+        },
+    }
