@@ -26,11 +26,16 @@ import argparse
 import ast
 import importlib.util
 import json
+import os
 import shlex
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +205,14 @@ def _explain(args: argparse.Namespace, log_dir: Path) -> dict[str, Any] | None:
     return result
 
 
+def _batch(stack: Callable[[int, bool], Stack], n: int, log_dir: Path) -> dict[str, Any]:
+    return run_batch(stack(n, False), log_dir)
+
+
+def _training(stack: Callable[[int, bool], Stack], n: int, log_dir: Path) -> dict[str, Any]:
+    return run_training(stack(n, False), n, log_dir)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every chosen section; a failed section is recorded in ``errors`` and the rest go on."""
     started = time.perf_counter()
@@ -232,19 +245,56 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.online_size = given.n_leads
         results["settings"].update(sizes=args.sizes, online_size=args.online_size)
 
-    def stack(n: int, online: bool) -> Stack:
-        if n not in stacks or (online and not stacks[n].online):
-            print(f"stack of {n:,} leads", flush=True)
-            stacks[n] = ensure_stack(
-                args.work,
-                n,
-                online=online,
-                rebuild=args.rebuild and n not in stacks,
-                log_dir=log_dir,
-            )
-        return stacks[n]
+    lock = threading.Lock()  # one build per stack, even with sections running side by side
+    failed: dict[int, BenchError] = {}
 
-    def section(name: str, fn: Any) -> Any:
+    def stack(n: int, online: bool) -> Stack:
+        with lock:
+            if n in failed:
+                raise failed[n]
+            if n not in stacks or (online and not stacks[n].online):
+                print(f"stack of {n:,} leads", flush=True)
+                try:
+                    stacks[n] = ensure_stack(
+                        args.work,
+                        n,
+                        online=online,
+                        rebuild=args.rebuild and n not in stacks,
+                        log_dir=log_dir,
+                    )
+                except BenchError as e:
+                    failed[n] = e
+                    raise
+            return stacks[n]
+
+    def online() -> dict[str, Any]:
+        s = stack(args.online_size, online=True)
+        return {
+            "n_leads": s.n_leads,
+            **run_online(
+                s,
+                log_dir,
+                duration_s=args.duration,
+                max_requests=args.max_requests,
+                n_leads=args.leads,
+                freshness_events=args.freshness_events,
+            ),
+        }
+
+    # (section, name, what to run), in the order of the report.
+    jobs: list[tuple[str, str, Callable[[], Any]]] = []
+    if "online" in args.sections:
+        jobs.append(("online", "online scoring and freshness", online))
+    for n in args.sizes if "batch" in args.sections else []:
+        jobs.append(("batch", f"batch scoring, {n:,} leads", partial(_batch, stack, n, log_dir)))
+    for n in args.sizes if "training" in args.sections else []:
+        jobs.append(
+            ("training", f"training, {n:,} examples", partial(_training, stack, n, log_dir))
+        )
+    if "explain" in args.sections:
+        jobs.append(("explain", "explanation engine", partial(_explain, args, log_dir)))
+
+    def attempt(name: str, fn: Callable[[], Any]) -> Any:
         print(name, flush=True)
         try:
             return fn()
@@ -253,52 +303,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["errors"].append(f"{name}: {e}")
             return None
 
-    if "online" in args.sections:
-
-        def online() -> dict[str, Any]:
-            s = stack(args.online_size, online=True)
-            return {
-                "n_leads": s.n_leads,
-                **run_online(
-                    s,
-                    log_dir,
-                    duration_s=args.duration,
-                    max_requests=args.max_requests,
-                    n_leads=args.leads,
-                    freshness_events=args.freshness_events,
-                ),
-            }
-
-        results["online"] = section("online scoring and freshness", online)
-    if "batch" in args.sections:
-        results["batch"] = [
-            r
-            for n in args.sizes
-            if (
-                r := section(
-                    f"batch scoring, {n:,} leads",
-                    lambda n=n: run_batch(stack(n, online=False), log_dir),
-                )
-            )
-        ]
-    if "training" in args.sections:
-        results["training"] = [
-            r
-            for n in args.sizes
-            if (
-                r := section(
-                    f"training, {n:,} examples",
-                    lambda n=n: run_training(stack(n, online=False), n, log_dir),
-                )
-            )
-        ]
-    if "explain" in args.sections:
-        results["explain"] = section("explanation engine", lambda: _explain(args, log_dir))
+    if args.quick:
+        # Quick figures judge nothing, so the sections run side by side to finish sooner.
+        with ThreadPoolExecutor(max_workers=len(jobs) or 1) as pool:
+            outcomes = list(pool.map(lambda job: attempt(job[1], job[2]), jobs))
+    else:
+        outcomes = [attempt(name, fn) for _, name, fn in jobs]
+    for (key, _, _), outcome in zip(jobs, outcomes, strict=True):
+        if key in ("batch", "training"):
+            results.setdefault(key, [])
+            if outcome is not None:
+                results[key].append(outcome)
+        else:
+            results[key] = outcome
     results["stacks"] = [s.describe() for s in stacks.values()]
     busy_end = busy_processes()
     results["shared_machine"] = {
         "busy_other_processes": sorted(set(busy_start + busy_end)),
-        "load_average_at_end": [round(x, 2) for x in __import__("os").getloadavg()],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["wall_s"] = round(time.perf_counter() - started, 1)
