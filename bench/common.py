@@ -190,8 +190,9 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def busy_processes(min_cpu_percent: float = 20.0, sample_s: float = 1.0) -> list[str]:
-    """Other processes using the cores right now (the machine may be shared)."""
+def busy_processes(min_cpu_percent: float = 20.0, sample_s: float = 0.5) -> list[str]:
+    """Other processes using at least ``min_cpu_percent`` of a core now (the machine may be
+    shared): their command lines, shortened."""
     own = {os.getpid(), *(c.pid for c in psutil.Process().children(recursive=True))}
     procs = [p for p in psutil.process_iter(["pid", "name", "cmdline"]) if p.pid not in own]
     for p in procs:
@@ -206,7 +207,7 @@ def busy_processes(min_cpu_percent: float = 20.0, sample_s: float = 1.0) -> list
             continue
         if cpu >= min_cpu_percent:
             cmd = " ".join(p.info.get("cmdline") or [p.info.get("name") or "?"])
-            busy.append(f"{cpu:.0f}% {cmd[:100]}")
+            busy.append(cmd[:100])
     return busy
 
 

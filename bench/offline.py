@@ -73,7 +73,11 @@ def run_training(stack: Stack, n_examples: int, log_dir: Path) -> dict[str, Any]
     )
     result: dict[str, Any] = json.loads(out.read_text())
     result["n_leads"] = stack.n_leads
-    result["process"] = measured.to_dict()
+    # The job resets its peak before each phase (the kernel's ru_maxrss then only covers the
+    # last one), so the whole process's peak is the larger phase's.
+    process = measured.to_dict()
+    process["peak_rss_mb"] = max(result["build"]["peak_rss_mb"], result["fit"]["peak_rss_mb"])
+    result["process"] = process
     b, f = result["build"], result["fit"]
     print(
         f"    {result['examples']:,} examples: training set {b['wall_s']} s "

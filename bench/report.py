@@ -40,10 +40,11 @@ def _machine(results: dict[str, Any]) -> list[str]:
     shared = results.get("shared_machine", {})
     if shared.get("busy_other_processes"):
         out.append(
-            "**Shared machine**: other processes used the cores during this run (load average "
-            f"{shared.get('load_average_at_end')} at the end): "
-            + "; ".join(shared["busy_other_processes"][:5])
-            + ". Figures are lower bounds of what a quiet machine gives."
+            f"**Shared machine**: {len(shared['busy_other_processes'])} other processes used at "
+            "least 20% of a core at the start, end or between sections of this run (load "
+            f"average {shared.get('load_average_at_end')} at the end), e.g. "
+            + "; ".join(f"`{c}`" for c in shared["busy_other_processes"][:4])
+            + ". The figures are pessimistic: a quiet machine gives better ones."
         )
     if results["quick"]:
         out.append(

@@ -160,6 +160,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Tiny data, second-long runs: proves the harness, not the speed.",
     )
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     quick = args.quick
     args.sizes = args.sizes or ([QUICK_SIZE] if quick else list(DEFAULT_SIZES))
     args.online_size = args.online_size or args.sizes[0]
@@ -219,9 +220,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = args.work / "logs"  # every command's output (git-ignored with the work folder)
     log_dir.mkdir(parents=True, exist_ok=True)
     print("checking whether other processes use the cores ...", flush=True)
-    busy_start = busy_processes()
+    busy = busy_processes()
     results: dict[str, Any] = {
-        "command": "python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": "python -m bench.run " + " ".join(shlex.quote(a) for a in args.argv),
         "quick": args.quick,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -308,7 +309,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with ThreadPoolExecutor(max_workers=len(jobs) or 1) as pool:
             outcomes = list(pool.map(lambda job: attempt(job[1], job[2]), jobs))
     else:
-        outcomes = [attempt(name, fn) for _, name, fn in jobs]
+        outcomes = []
+        for _, name, fn in jobs:
+            outcomes.append(attempt(name, fn))
+            busy += busy_processes()  # who else used the cores, section by section
     for (key, _, _), outcome in zip(jobs, outcomes, strict=True):
         if key in ("batch", "training"):
             results.setdefault(key, [])
@@ -317,9 +321,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             results[key] = outcome
     results["stacks"] = [s.describe() for s in stacks.values()]
-    busy_end = busy_processes()
+    busy += busy_processes()
     results["shared_machine"] = {
-        "busy_other_processes": sorted(set(busy_start + busy_end)),
+        # Each command once, in the order first seen.
+        "busy_other_processes": list(dict.fromkeys(busy)),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
