@@ -15,7 +15,7 @@ import logging
 import math
 import queue
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -149,9 +149,47 @@ class ScoreLog:
         query = query.order_by(t.scored_at.desc(), t.id.desc()).limit(limit)
         return self._rows(query)
 
+    def iter_scores(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        lead_id: int | None = None,
+        batch_size: int = 5000,
+    ) -> Iterator[ServedScore]:
+        """Every recorded score in the order recorded, read ``batch_size`` rows at a time (an
+        export of any size in bounded memory).
+
+        Args:
+            since: Only scores served at or after this moment.
+            until: Only scores served before this moment.
+            lead_id: Only this lead's.
+            batch_size: Rows per query.
+        """
+        t = SERVED_SCORES.c
+        after = 0
+        while True:
+            query = sa.select(SERVED_SCORES).where(t.id > after)
+            if since is not None:
+                query = query.where(t.scored_at >= _utc(since))
+            if until is not None:
+                query = query.where(t.scored_at < _utc(until))
+            if lead_id is not None:
+                query = query.where(t.lead_id == int(lead_id))
+            with self.engine.connect() as conn:
+                rows = conn.execute(query.order_by(t.id).limit(batch_size)).mappings().all()
+            if not rows:
+                return
+            yield from self._scores(rows)
+            after = int(rows[-1]["id"])
+
     def _rows(self, query: Any) -> list[ServedScore]:
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
+        return self._scores(rows)
+
+    @staticmethod
+    def _scores(rows: Sequence[Any]) -> list[ServedScore]:
         return [
             ServedScore(
                 lead_id=int(r["lead_id"]),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
@@ -36,6 +36,10 @@ quarantine_app = typer.Typer(help="Rows rejected by ingest: list them, replay th
 app.add_typer(quarantine_app, name="quarantine")
 keys_app = typer.Typer(help="API keys of the scoring API: create, list, revoke.")
 app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(help="The audit log of every score the API served: export it.")
+app.add_typer(audit_app, name="audit")
+webhooks_app = typer.Typer(help="Hot-lead webhook deliveries: list them, send failed ones again.")
+app.add_typer(webhooks_app, name="webhooks")
 console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -234,7 +238,7 @@ def keys_create(
         list[str],
         typer.Option(
             help="Scope the key carries (repeat the option): score:read, events:write, "
-            "outcomes:write, reports:read, admin (admin implies all)."
+            "outcomes:write, reports:read, metrics:read, admin (admin implies all)."
         ),
     ],
 ) -> None:
@@ -259,6 +263,111 @@ def keys_create(
         f"{', '.join(sorted(record.scopes))}; it is shown once, store it now:"
     )
     typer.echo(key)
+
+
+def _moment(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 date or time from an option (UTC unless it names a zone)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise _fail(f"{option}: {value!r} is not an ISO 8601 date or time") from e
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option(help="File to write (.csv, .jsonl or .parquet).")],
+    since: Annotated[
+        str | None, typer.Option(help="Only scores served at or after this (ISO 8601, UTC).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only scores served before this (ISO 8601, UTC).")
+    ] = None,
+    lead_id: Annotated[int | None, typer.Option(help="Only this lead's scores.")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="csv, jsonl or parquet (default: from the suffix)."),
+    ] = None,
+) -> None:
+    """Export served scores (lead, time, model version, probability, band, reasons, feature
+    values, request id) in the order they were served.
+
+    Examples:
+
+        leadscore audit export --out audit-2026-11.csv --since 2026-11-01 --until 2026-12-01
+
+        leadscore audit export --out lead-42.jsonl --lead-id 42
+    """
+    from leadscore.audit_export import format_of, write_export
+    from leadscore.score_log import ScoreLog
+
+    settings = get_settings()
+    try:
+        chosen = format_of(out, fmt)
+    except ValueError as e:
+        raise _fail(str(e)) from e
+    start, end = _moment(since, "--since"), _moment(until, "--until")
+    if start is not None and end is not None and end <= start:
+        raise _fail(f"--until ({until}) must be after --since ({since})")
+    scores = ScoreLog(settings.event_log_url).iter_scores(since=start, until=end, lead_id=lead_id)
+    rows = write_export(scores, out, chosen)
+    console.print(f"wrote {rows} served score(s) to {out}")
+
+
+@webhooks_app.command("list")
+def webhooks_list(
+    status: Annotated[
+        str | None, typer.Option(help="Only deliveries of this status: pending, delivered, failed.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most deliveries listed.")] = 50,
+) -> None:
+    """Hot-lead webhook deliveries, newest first: status, attempts, last answer or error.
+
+    Examples:
+
+        leadscore webhooks list --status failed
+    """
+    from rich.table import Table
+
+    from leadscore.webhooks import STATUSES, WebhookLog
+
+    if status is not None and status not in STATUSES:
+        raise _fail(f"--status: {status!r} is not one of {', '.join(STATUSES)}")
+    log = WebhookLog(get_settings().event_log_url)
+    counts = log.counts()
+    table = Table("delivery", "lead", "status", "attempts", "created", "last answer")
+    for d in log.list(status=status, limit=limit):
+        answer = d.last_error or (str(d.response_status) if d.response_status else "-")
+        table.add_row(
+            d.delivery_id,
+            str(d.lead_id),
+            d.status,
+            str(d.attempts),
+            d.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            answer,
+        )
+    console.print(table)
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+@webhooks_app.command("retry")
+def webhooks_retry(
+    delivery_id: Annotated[str, typer.Argument(help="The delivery to send again.")],
+) -> None:
+    """Send a failed delivery again, with a fresh budget of attempts (the running API sends it
+    within seconds).
+
+    Examples:
+
+        leadscore webhooks retry 3f2a9c...
+    """
+    from leadscore.webhooks import WebhookLog
+
+    if not WebhookLog(get_settings().event_log_url).retry(delivery_id):
+        raise _fail(f"no undelivered webhook delivery {delivery_id!r}")
+    console.print(f"delivery {delivery_id} is pending again")
 
 
 @keys_app.command("list")

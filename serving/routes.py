@@ -8,16 +8,18 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime
 
+from leadscore.audit_export import MEDIA_TYPES, stream_text
 from leadscore.auth import ADMIN, EVENTS_WRITE, METRICS_READ, OUTCOMES_WRITE, SCORE_READ
 from leadscore.outcome_log import OutcomeLog
 from leadscore.score_log import ScoreLog, ScoreRecorder, ServedScore
 from leadscore.webhooks import HOT_LEAD_EVENT, WebhookLog, WebhookSender
 from serving.errors import (
     BatchTooLargeError,
+    InvalidInputError,
     NoScoreError,
     NotFoundError,
     NotReadyError,
@@ -424,6 +426,42 @@ def _notify_hot(request: Request, results: Iterable[ScoreResult]) -> None:
                 ],
             },
         )
+
+
+@router.get(
+    "/v1/admin/scores/export",
+    tags=["admin"],
+    dependencies=[Depends(require_scope(ADMIN))],
+    response_class=StreamingResponse,
+    responses={
+        **_AUTH_ERRORS,
+        200: {"content": {"text/csv": {}, "application/x-ndjson": {}}},
+        422: {"model": ErrorResponse, "description": "Bad query"},
+    },
+)
+def export_scores(
+    log: ScoreLogDep,
+    since: Annotated[
+        AwareDatetime | None, Query(description="Only scores served at or after this moment.")
+    ] = None,
+    until: Annotated[
+        AwareDatetime | None, Query(description="Only scores served before this moment.")
+    ] = None,
+    lead_id: Annotated[int | None, Query(ge=0, description="Only this lead's scores.")] = None,
+    format_: Annotated[
+        Literal["csv", "jsonl"], Query(alias="format", description="csv or jsonl.")
+    ] = "jsonl",
+) -> StreamingResponse:
+    """The audit log of served scores (lead, time, model version, probability, band, reasons,
+    feature values, request id), streamed in the order served."""
+    if since is not None and until is not None and until <= since:
+        raise InvalidInputError({"query.until": "must be after since"})
+    scores = log.iter_scores(since=since, until=until, lead_id=lead_id)
+    return StreamingResponse(
+        stream_text(scores, format_),
+        media_type=MEDIA_TYPES[format_],
+        headers={"content-disposition": f'attachment; filename="served_scores.{format_}"'},
+    )
 
 
 def get_webhook_log(request: Request) -> WebhookLog:
