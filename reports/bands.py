@@ -14,6 +14,17 @@ from reports.settings import ReportSettings
 from training.evaluate import wilson_interval
 
 BAND_ORDER: tuple[str, ...] = ("hot", "warm", "cold")
+BAND_COLUMNS: tuple[str, ...] = (
+    "leads",
+    "conversions",
+    "mean_predicted",
+    "conversion",
+    "ci_low",
+    "ci_high",
+    "lift",
+    "capture",
+    "share_of_leads",
+)
 
 
 def _band_rows(frame: pd.DataFrame, *, total_conversions: int, base_rate: float) -> pd.DataFrame:
@@ -53,7 +64,10 @@ def band_tables(scores: pd.DataFrame, cfg: ReportSettings) -> dict[str, pd.DataF
         ``max_interval_width`` (lift and capture relative to that week).
     """
     if scores.empty:
-        return {"bands": pd.DataFrame(), "weekly": pd.DataFrame()}
+        return {
+            "bands": pd.DataFrame(columns=["band", *BAND_COLUMNS]),
+            "weekly": pd.DataFrame(columns=["week", "band", *BAND_COLUMNS, "readable"]),
+        }
     frame = scores[["band", "label", "probability", "scored_at"]].copy()
     frame["label"] = frame["label"].astype(np.int64)
     total = int(frame["label"].sum())
@@ -113,22 +127,21 @@ def band_report(
             f"(at least {cfg.min_leads} leads and {cfg.min_conversions} conversions are "
             "needed; the intervals would be too wide to read)."
         )
-    if not bands.empty:
-        for row in bands.to_dict("records"):
-            if row["ci_high"] - row["ci_low"] > cfg.max_interval_width:
-                overall.paragraphs.append(
-                    f"{row['band']}: {row['leads']} leads, too few to say how often they convert."
-                )
-            else:
-                overall.paragraphs.append(
-                    f"{row['band']}: {row['leads']} leads ({row['share_of_leads']:.0%}), "
-                    f"{row['conversion']:.1%} converted (95% interval {row['ci_low']:.1%}-"
-                    f"{row['ci_high']:.1%}), {row['lift']:.1f}x the average, "
-                    f"{row['capture']:.0%} of all conversions."
-                )
-        if not overall.notices:
-            overall.charts.append(charts.band_chart(bands))
-        overall.tables.append(Table("bands", "Per band", bands, dict(_FORMATS)))
+    for row in bands.to_dict("records"):
+        if row["ci_high"] - row["ci_low"] > cfg.max_interval_width:
+            overall.paragraphs.append(
+                f"{row['band']}: {row['leads']} leads, too few to say how often they convert."
+            )
+        else:
+            overall.paragraphs.append(
+                f"{row['band']}: {row['leads']} leads ({row['share_of_leads']:.0%}), "
+                f"{row['conversion']:.1%} converted (95% interval {row['ci_low']:.1%}-"
+                f"{row['ci_high']:.1%}), {row['lift']:.1f}x the average, "
+                f"{row['capture']:.0%} of all conversions."
+            )
+    if not overall.notices:
+        overall.charts.append(charts.band_chart(bands))
+    overall.tables.append(Table("bands", "Per band", bands, dict(_FORMATS)))
     weekly_section = Section("Week by week")
     weekly = tables["weekly"]
     if not weekly.empty:
@@ -143,12 +156,6 @@ def band_report(
             weekly_section.charts.append(charts.weekly_band_chart(readable))
         else:
             weekly_section.notices.append("Too few readable weeks to draw a trend.")
-        weekly_section.tables.append(
-            Table(
-                "weekly",
-                "Per week and band",
-                weekly.sort_values(["week", "band"], ascending=[False, True]),
-                dict(_FORMATS),
-            )
-        )
+        weekly = weekly.sort_values(["week", "band"], ascending=[False, True])
+    weekly_section.tables.append(Table("weekly", "Per week and band", weekly, dict(_FORMATS)))
     return Report("bands", "Bands", intro, [overall, weekly_section], filters=filters)

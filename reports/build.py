@@ -6,6 +6,7 @@ import pandas as pd
 
 from reports.data import ReportData
 from reports.model import REPORT_NAMES, Report, ReportFilter
+from reports.settings import ScoreSource
 
 TITLES: dict[str, str] = {
     "calibration": "Calibration",
@@ -22,12 +23,19 @@ def _by_channel(frame: pd.DataFrame, data: ReportData, channel: str | None) -> p
     return frame[frame["lead_id"].map(channel_of) == channel]
 
 
-def build_report(name: str, data: ReportData, filters: ReportFilter | None = None) -> Report:
+def build_report(
+    name: str,
+    data: ReportData,
+    filters: ReportFilter | None = None,
+    *,
+    scores: ScoreSource | None = None,
+) -> Report:
     """The report ``name`` (``calibration``, ``bands``, ``channels`` or ``drift``).
 
     The date range selects leads by the day they were created (UTC) and the channel by their
     source channel; the drift report compares fixed periods (the training window and the last
-    ``recent_days``), so only the channel applies to it.
+    ``recent_days``), so only the channel applies to it. ``scores`` picks the scores of the
+    calibration, band and channel reports (default: ``data.cfg.scores``).
 
     Raises:
         KeyError: Unknown report name.
@@ -41,25 +49,26 @@ def build_report(name: str, data: ReportData, filters: ReportFilter | None = Non
     if name not in REPORT_NAMES:
         raise KeyError(f"report: {name!r} is not one of {', '.join(REPORT_NAMES)}")
     filters = filters or ReportFilter()
+    scores = scores or filters.scores
     cfg = data.cfg
     if name in ("calibration", "bands"):
-        scored = data.scores()
+        scored = data.scores(scores)
         frame = filters.leads(scored.frame)
         build = calibration_report if name == "calibration" else band_report
         return build(frame, cfg, source=scored.description, filters=filters)
     if name == "channels":
         try:
-            scored = data.scores()
-            scores, source = scored.frame, scored.description
+            chosen = data.scores(scores)
+            score_frame, source = chosen.frame, chosen.description
         except LookupError as e:
-            scores, source = None, f"none ({e})"
+            score_frame, source = None, f"none ({e})"
         return channel_report(
             filters.leads(data.leads),
             data.stage_changes,
             data.outcomes,
             cfg,
             events=data.events,
-            scores=scores,
+            scores=score_frame,
             score_source=source,
             filters=filters,
         )

@@ -23,6 +23,21 @@ SEGMENTS: tuple[tuple[str, str], ...] = (
     ("region", "region"),
     ("band", "band"),
 )
+SUMMARY_COLUMNS = [
+    "by",
+    "group",
+    "leads",
+    "conversions",
+    "mean_predicted",
+    "observed",
+    "ci_low",
+    "ci_high",
+    "gap",
+    "ece",
+    "brier",
+    "status",
+]
+SLICE_COLUMNS = ["slice", "leads", "mean_predicted", "observed", "ci_low", "ci_high", "verdict"]
 SLICE_WIDTH = 0.1
 MIN_SLICE_LEADS = 30
 
@@ -94,7 +109,13 @@ def calibration_tables(scores: pd.DataFrame, cfg: ReportSettings) -> dict[str, p
     y = scores["label"].to_numpy(dtype=np.int64)
     p = scores["probability"].to_numpy(dtype=np.float64)
     if len(y) == 0:
-        return {"summary": pd.DataFrame(), "reliability": pd.DataFrame(), "slices": pd.DataFrame()}
+        return {
+            "summary": pd.DataFrame(columns=SUMMARY_COLUMNS),
+            "reliability": pd.DataFrame(
+                columns=["bin", "n", "mean_predicted", "observed", "ci_low", "ci_high"]
+            ),
+            "slices": pd.DataFrame(columns=SLICE_COLUMNS),
+        }
     rows = [_summary_row("all", "all leads", y, p, cfg)]
     for column, kind in SEGMENTS:
         if column not in scores:
@@ -192,39 +213,27 @@ def calibration_report(
             f"error {first['ece']:.3f} ({cfg.n_bins} equal-mass bins), Brier score "
             f"{first['brier']:.4f}."
         )
+    rates: dict[str, ColumnFormat] = {
+        "n": "int",
+        "leads": "int",
+        "mean_predicted": "pct",
+        "observed": "pct",
+        "ci_low": "pct",
+        "ci_high": "pct",
+    }
     if problem is None:
         overall.charts.append(charts.reliability_chart(tables["reliability"]))
-        overall.tables.append(
-            Table(
-                "reliability",
-                "Reliability: predicted against observed in equal-mass bins",
-                tables["reliability"],
-                {
-                    "n": "int",
-                    "mean_predicted": "pct",
-                    "observed": "pct",
-                    "ci_low": "pct",
-                    "ci_high": "pct",
-                },
-            )
+    overall.tables.append(
+        Table(
+            "reliability",
+            "Reliability: predicted against observed in equal-mass bins",
+            tables["reliability"],
+            dict(rates),
         )
+    )
     verdicts = Section("In plain words")
-    if not tables["slices"].empty:
-        verdicts.paragraphs.extend(tables["slices"]["verdict"].tolist())
-        verdicts.tables.append(
-            Table(
-                "slices",
-                "Score slices",
-                tables["slices"],
-                {
-                    "leads": "int",
-                    "mean_predicted": "pct",
-                    "observed": "pct",
-                    "ci_low": "pct",
-                    "ci_high": "pct",
-                },
-            )
-        )
+    verdicts.paragraphs.extend(tables["slices"]["verdict"].tolist())
+    verdicts.tables.append(Table("slices", "Score slices", tables["slices"], dict(rates)))
     groups = Section("By channel, segment and band")
     summary = tables["summary"]
     if not summary.empty:
@@ -247,7 +256,5 @@ def calibration_report(
         judged = summary[(summary["status"] != "too few leads") & (summary["by"] != "all")]
         if problem is None and not judged.empty:
             groups.charts.append(charts.group_calibration_chart(judged))
-        groups.tables.append(
-            Table("groups", "Calibration per group", summary, dict(_SUMMARY_FORMATS))
-        )
+    groups.tables.append(Table("groups", "Calibration per group", summary, dict(_SUMMARY_FORMATS)))
     return Report("calibration", "Calibration", intro, [overall, verdicts, groups], filters=filters)

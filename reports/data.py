@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.settings import Settings
-from reports.settings import ReportSettings
+from reports.settings import ReportSettings, ScoreSource
 
 if TYPE_CHECKING:
     from leadscore.scorer import LeadScorer
@@ -386,10 +386,11 @@ class ReportData:
         )
         return Scored(self._with_leads(labelled[list(SCORE_COLUMNS)]), description)
 
-    def scores(self) -> Scored:
-        """The scores the settings choose (``holdout`` or ``served``)."""
+    def scores(self, source: ScoreSource | None = None) -> Scored:
+        """The scores ``source`` names (default: the settings' ``scores``)."""
         with self._lock:
-            return self.holdout if self.cfg.scores == "holdout" else self.served
+            chosen = source or self.cfg.scores
+            return self.holdout if chosen == "holdout" else self.served
 
     def _with_leads(self, scored: pd.DataFrame) -> pd.DataFrame:
         leads = self.leads[list(LEAD_COLUMNS)]

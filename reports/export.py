@@ -57,7 +57,7 @@ def export_reports(
     nav = [(n, TITLES[n], f"{n}.html") for n in names]
     written = []
     for name in names:
-        report = build_report(name, data, filters)
+        report = build_report(name, data, filters)  # scores: data.cfg.scores
         done = Exported(name, out_dir / f"{name}.html")
         for chart in report.charts():
             path = out_dir / f"{name}-{chart.name}.png"

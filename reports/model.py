@@ -24,11 +24,13 @@ class ReportFilter:
         start: First day of lead creation included (UTC), or None.
         end: Last day included (UTC), or None.
         channel: Only leads of this source channel, or None for all.
+        scores: ``holdout`` or ``served`` scores (None: the report settings' choice).
     """
 
     start: date | None = None
     end: date | None = None
     channel: str | None = None
+    scores: Literal["holdout", "served"] | None = None
 
     def __post_init__(self) -> None:
         if self.start and self.end and self.start > self.end:
@@ -59,7 +61,12 @@ class ReportFilter:
         """The filters as a URL query string (empty when none is set)."""
         pairs = [
             (k, str(v))
-            for k, v in (("start", self.start), ("end", self.end), ("channel", self.channel))
+            for k, v in (
+                ("start", self.start),
+                ("end", self.end),
+                ("channel", self.channel),
+                ("scores", self.scores),
+            )
             if v
         ]
         return "&".join(f"{k}={v}" for k, v in pairs)

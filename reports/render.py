@@ -74,6 +74,12 @@ _PAGE = _ENV.from_string(
 <label>channel<select name="channel"><option value="">all channels</option>
 {% for c in form.channels %}<option value="{{ c }}"{% if c == form.channel %} selected{% endif %}>
 {{ c }}</option>{% endfor %}</select></label>
+<label>scores<select name="scores">
+<option value="holdout"{% if form.scores == "holdout" %} selected{% endif %}>
+champion on held-out leads</option>
+<option value="served"{% if form.scores == "served" %} selected{% endif %}>
+served by the API</option>
+</select></label>
 <button type="submit">apply</button>
 </form>
 {% endif %}
@@ -112,6 +118,7 @@ class FilterForm:
     end: str
     channel: str
     channels: Sequence[str]
+    scores: str = "holdout"
 
 
 def format_value(value: Any, fmt: ColumnFormat | None) -> str:

@@ -135,12 +135,14 @@ def _reports(request: Request) -> _Reports:
     return holder
 
 
-def parse_filters(start: str | None, end: str | None, channel: str | None) -> ReportFilter:
+def parse_filters(
+    start: str | None, end: str | None, channel: str | None, scores: str | None = None
+) -> ReportFilter:
     """The filters of a request; empty values mean "not set".
 
     Raises:
-        InvalidInputError: A date that is not YYYY-MM-DD, a range that ends before it starts
-            or an unknown channel, naming the field.
+        InvalidInputError: A date that is not YYYY-MM-DD, a range that ends before it starts,
+            an unknown channel or scores other than holdout or served, naming the field.
     """
     from reports.model import ReportFilter
 
@@ -155,11 +157,18 @@ def parse_filters(start: str | None, end: str | None, channel: str | None) -> Re
                 problems[field] = f"{value!r} is not a date (YYYY-MM-DD)"
     if channel and channel not in LEAD_CHANNELS:
         problems["channel"] = f"{channel!r} is not a channel; expected one of {LEAD_CHANNELS}"
+    if scores and scores not in ("holdout", "served"):
+        problems["scores"] = f"{scores!r} is not holdout or served"
     if not problems and days["start"] and days["end"] and days["start"] > days["end"]:
         problems["end"] = f"{days['end']} is before start {days['start']}"
     if problems:
         raise InvalidInputError(problems)
-    return ReportFilter(start=days["start"], end=days["end"], channel=channel or None)
+    return ReportFilter(
+        start=days["start"],
+        end=days["end"],
+        channel=channel or None,
+        scores="served" if scores == "served" else "holdout" if scores else None,
+    )
 
 
 def _report_or_error(request: Request, name: str, filters: ReportFilter) -> Report:
@@ -186,6 +195,10 @@ class _Unavailable(LeadscoreError):
 StartQuery = Annotated[str | None, Query(description="First day of lead creation (YYYY-MM-DD).")]
 EndQuery = Annotated[str | None, Query(description="Last day of lead creation (YYYY-MM-DD).")]
 ChannelQuery = Annotated[str | None, Query(description="Only leads of this source channel.")]
+ScoresQuery = Annotated[
+    str | None,
+    Query(description="Scores of calibration, bands and channels: holdout (default) or served."),
+]
 
 
 def _nav() -> list[tuple[str, str, str]]:
@@ -262,11 +275,12 @@ def report_page(
     start: StartQuery = None,
     end: EndQuery = None,
     channel: ChannelQuery = None,
+    scores: ScoresQuery = None,
 ) -> HTMLResponse:
     """The report ``name`` (calibration, bands, channels, drift) with charts and tables."""
     from reports.render import FilterForm, render_report
 
-    filters = parse_filters(start, end, channel)
+    filters = parse_filters(start, end, channel, scores)
     report = _report_or_error(request, name, filters)
     query = filters.query()
     suffix = f"?{query}" if query else ""
@@ -275,6 +289,7 @@ def report_page(
         end=str(filters.end or ""),
         channel=filters.channel or "",
         channels=_reports(request).channels(),
+        scores=filters.scores or "holdout",
     )
     html = render_report(
         report,
@@ -295,11 +310,12 @@ def report_csv(
     start: StartQuery = None,
     end: EndQuery = None,
     channel: ChannelQuery = None,
+    scores: ScoresQuery = None,
 ) -> Response:
     """Every row of one table of the report, with the same filters as the page."""
     from reports.render import table_csv
 
-    filters = parse_filters(start, end, channel)
+    filters = parse_filters(start, end, channel, scores)
     report = _report_or_error(request, name, filters)
     tables = report.tables()
     if table not in tables:

@@ -130,6 +130,7 @@ def test_filters_select_leads_and_bad_values_name_the_field(client, reader, stac
         ("start=2026-13-01", "start"),
         ("channel=carrier_pigeon", "channel"),
         ("start=2026-03-01&end=2026-01-01", "end"),
+        ("scores=mine", "scores"),
     ):
         bad = client.get(f"/reports/channels?{query}", headers=reader)
         assert bad.status_code == 422, query
@@ -158,7 +159,7 @@ def test_served_scores_are_labelled_as_the_holdout_and_feed_live_performance(sta
         ]
     )
     # when
-    data = ReportData(settings, ReportSettings(scores="served"))
+    data = ReportData(settings, ReportSettings(scores="served", training_sample=500))
     served = data.served.frame
     # then: the same leads and the same labels as the training-style holdout labels
     merged = holdout.merge(served, on="lead_id", suffixes=("_holdout", "_served"))
@@ -180,20 +181,23 @@ def test_the_cli_writes_static_pages_with_png_charts_and_csv(stack, tmp_path, mo
     out = tmp_path / "out"
     try:
         # when
-        result = CliRunner().invoke(cli, ["report", "bands", "channels", "--out", str(out)])
+        # the served scores (none have matured) keep this quick: no point-in-time join
+        result = CliRunner().invoke(
+            cli, ["report", "channels", "drift", "--scores", "served", "--out", str(out)]
+        )
         refused = CliRunner().invoke(cli, ["report", "funnel", "--out", str(out)])
         bad_date = CliRunner().invoke(cli, ["report", "bands", "--out", str(out), "--start", "x"])
     finally:
         settings_module.get_settings.cache_clear()
     # then
     assert result.exit_code == 0, result.output
-    for name in ("bands", "channels"):
+    for name in ("channels", "drift"):
         page = (out / f"{name}.html").read_text()
         images = [p.name for p in out.glob(f"{name}-*.png")]
         assert images and all(f'src="{image}"' in page for image in images)
         assert all(Path(out / image).read_bytes()[:4] == b"\x89PNG" for image in images)
         assert f'href="{name}-' in page
-    assert (out / "bands-bands.csv").exists() and (out / "channels-by_quarter.csv").exists()
+    assert (out / "drift-psi.csv").exists() and (out / "channels-by_quarter.csv").exists()
     assert not (out / "calibration.html").exists()
     assert refused.exit_code == 1 and "'funnel' is not one of" in refused.output
     assert bad_date.exit_code == 1 and "start" in bad_date.output
@@ -224,3 +228,15 @@ def test_serving_imports_no_report_computation():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_too_few_served_scores_say_so_instead_of_drawing(client, reader):
+    # the API served no score whose outcome has matured yet (the stack's leads closed before)
+    for name in ("calibration", "bands"):
+        page = client.get(f"/reports/{name}?scores=served", headers=reader)
+        assert page.status_code == 200, page.text
+        assert "nothing to show" in page.text or "Too little data" in page.text
+        assert "data-chart=" not in page.text
+        assert "the first score the API served each lead" in page.text
+    bands = _csv(client.get("/reports/bands/bands.csv?scores=served", headers=reader))
+    assert bands.empty and {"band", "leads", "conversion", "lift", "capture"} <= set(bands)
