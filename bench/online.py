@@ -20,6 +20,7 @@ used.
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 from pathlib import Path
@@ -30,7 +31,7 @@ import pyarrow.parquet as pq
 from bench.common import LEADSCORE, MLFLOW, BenchError, run_measured
 from bench.freshness import measure_freshness
 from bench.loadgen import encode_post, run_load
-from bench.servers import HOST, Server, free_port, start_server
+from bench.servers import HOST, Server, free_port, post_json, start_server
 from bench.stack import Stack
 
 # Issue #8's targets for POST /v1/score by lead_id with reasons, one worker, loopback.
@@ -188,6 +189,7 @@ def run_online(
         served_leads = [int(x) for x in payload["rows"]]
         ready = {"leadscore": ls.wait_ready("/ready"), "mlflow": ml.wait_ready("/ping")}
         auth = {"Authorization": f"Bearer {key}"}
+        same_model = _same_model(ls, ml, auth, payload)
         ls_requests = [
             encode_post(HOST, ls_port, "/v1/score", json.dumps({"lead_id": i}).encode(), auth)
             for i in served_leads
@@ -241,11 +243,46 @@ def run_online(
         "seconds_to_ready": {k: round(v, 1) for k, v in ready.items()},
         "mlflow_model_uri": payload["model_uri"],
         "model_inputs": len(payload["columns"]),
+        "same_model": same_model,
         "runs": runs,
         "ratio": _ratios(runs),
         "targets": _targets(runs["leadscore"]),
         "freshness": freshness,
     }
+
+
+def _same_model(
+    ls: Server, ml: Server, auth: dict[str, str], payload: dict[str, Any], n: int = 20
+) -> dict[str, Any]:
+    """Both servers give the same leads the same probability: one model, the same features.
+
+    The features are not bit for bit the same: the MLflow payload was read from the online
+    store a few seconds earlier, and the on-demand recency features move with the clock.
+
+    Raises:
+        BenchError: A server refused a request or the probabilities differ by more than 0.01.
+    """
+    diffs = []
+    ls_conn = http.client.HTTPConnection(HOST, ls.port, timeout=30)
+    ml_conn = http.client.HTTPConnection(HOST, ml.port, timeout=30)
+    try:
+        for lead, row in list(payload["rows"].items())[:n]:
+            body = json.dumps({"lead_id": int(lead)}).encode()
+            status, ours = post_json(ls_conn, "/v1/score", body, auth)
+            frame = {"dataframe_split": {"columns": payload["columns"], "data": [row]}}
+            ml_status, theirs = post_json(ml_conn, "/invocations", json.dumps(frame).encode(), {})
+            if status != 200 or ml_status != 200:
+                raise BenchError(
+                    f"lead {lead}: leadscore answered {status} {ours}, MLflow {ml_status} {theirs}"
+                )
+            diffs.append(abs(ours["probability"] - theirs["predictions"][0]["probability"]))
+    finally:
+        ls_conn.close()
+        ml_conn.close()
+    result = {"leads": len(diffs), "max_abs_probability_diff": round(max(diffs), 6)}
+    if result["max_abs_probability_diff"] > 0.01:
+        raise BenchError(f"the two servers disagree on the same leads: {result}")
+    return result
 
 
 def _ratios(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:

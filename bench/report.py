@@ -67,7 +67,10 @@ def render(results: dict[str, Any]) -> str:
             f"MLflow: `mlflow models serve` of `{online['mlflow_model_uri']}` "
             "(`--env-manager local`), `dataframe_split` of the lead's "
             f"{online['model_inputs']} feature values fetched beforehand; probability only. "
-            "One worker each, loopback, keep-alive.",
+            "One worker each, loopback, keep-alive. Same model, same leads: the two servers' "
+            f"probabilities for {online['same_model']['leads']} leads differ by at most "
+            f"{online['same_model']['max_abs_probability_diff']:g} (the on-demand recency "
+            "features move with the clock between the two reads).",
             "",
             table(
                 [

@@ -275,6 +275,9 @@ def test_quick_run_measures_every_section(stack: Any, tmp_path: Path) -> None:
             assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
             assert r["throughput_rps"] > 0 and r["server_cpu_s"] > 0
     assert [r["connections"] for r in online["ratio"]] == [1, 8]
+    # Side by side means the same model on the same leads.
+    assert online["same_model"]["leads"] == 20
+    assert online["same_model"]["max_abs_probability_diff"] <= 0.01
     assert len(online["targets"]) == 3
     for t in online["targets"]:
         sign, limit = t["limit"].split()
