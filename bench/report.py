@@ -69,8 +69,8 @@ def render(results: dict[str, Any]) -> str:
             f"{online['model_inputs']} feature values fetched beforehand; probability only. "
             "One worker each, loopback, keep-alive. Same model, same leads: the two servers' "
             f"probabilities for {online['same_model']['leads']} leads differ by at most "
-            f"{online['same_model']['max_abs_probability_diff']:g} (the on-demand recency "
-            "features move with the clock between the two reads).",
+            f"{online['same_model']['max_abs_probability_diff']:g} (any difference comes from "
+            "the on-demand recency features, which move with the clock between the two reads).",
             "",
             table(
                 [
