@@ -93,14 +93,23 @@ def stage_times(
     won = outcomes[outcomes["result"] == "won"].groupby("lead_id")["closed_at"].min()
     per_stage["won"] = pd.concat([per_stage["won"], won], axis=1).min(axis=1)
     firsts = pd.DataFrame(per_stage, columns=list(FUNNEL_STAGES))
-    # The earliest moment of this stage or any later one, latest stage first.
-    earliest = firsts.iloc[:, ::-1].cummin(axis=1).ffill(axis=1).iloc[:, ::-1]
-    for stage in FUNNEL_STAGES:
-        column = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us, UTC]")
-        if len(earliest):
-            found = out["lead_id"].map(pd.to_datetime(earliest[stage], utc=True))
-            column = column.fillna(pd.to_datetime(found, utc=True).astype(column.dtype))
-        out[f"{stage}_at"] = column
+    # Microseconds since the epoch, "never" as the largest integer, one column per stage.
+    never = np.iinfo(np.int64).max
+    micros = np.full((len(out), len(FUNNEL_STAGES)), never, dtype=np.int64)
+    rows = pd.Index(firsts.index).get_indexer(out["lead_id"])
+    found = rows >= 0
+    for j, stage in enumerate(FUNNEL_STAGES):
+        column = pd.to_datetime(firsts[stage], utc=True).astype("datetime64[us, UTC]")
+        values = column.to_numpy(dtype="datetime64[us]").astype(np.int64)
+        values[column.isna().to_numpy()] = never
+        micros[found, j] = values[rows[found]]
+    # The earliest moment of this stage or any later one: a running minimum from the end.
+    earliest = np.minimum.accumulate(micros[:, ::-1], axis=1)[:, ::-1]
+    for j, stage in enumerate(FUNNEL_STAGES):
+        values = earliest[:, j]
+        times = pd.to_datetime(np.where(values == never, 0, values), unit="us", utc=True)
+        out[f"{stage}_at"] = pd.Series(times, index=out.index).where(values != never)
+        out[f"{stage}_at"] = out[f"{stage}_at"].astype("datetime64[us, UTC]")
     return out
 
 
@@ -110,6 +119,7 @@ def funnel_table(
     outcomes: pd.DataFrame,
     *,
     by: list[str],
+    times: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Lead -> MQL -> SQL -> won counts, step conversion rates and days to each stage.
 
@@ -118,6 +128,7 @@ def funnel_table(
         stage_changes: Stage changes.
         outcomes: Outcomes (won deals close the funnel).
         by: Columns to group the leads by (e.g. ``["source_channel"]``); empty for one row.
+        times: :func:`stage_times` of the same leads, in the same order, if already computed.
 
     Returns:
         One row per group: the ``by`` columns, ``leads``, ``mql``, ``sql``, ``won`` (leads
@@ -126,7 +137,8 @@ def funnel_table(
         creation to each stage among the leads that reached it (``days_to_mql``,
         ``days_to_sql``, ``days_to_won``).
     """
-    times = stage_times(leads, stage_changes, outcomes)
+    if times is None:
+        times = stage_times(leads, stage_changes, outcomes)
     keys = leads[by].reset_index(drop=True).astype(object).fillna("(none)") if by else None
     frame = times.copy()
     for stage in STEP_STAGES:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.funnel import funnel_table
+from pipelines.funnel import funnel_table, stage_times
 from reports.model import ColumnFormat, Report, ReportFilter, Section, Table
 from reports.settings import ReportSettings
 from training.evaluate import wilson_interval
@@ -98,21 +98,22 @@ def channel_tables(
         else pd.Series(dtype=float)
     )
     frame = frame.assign(score=frame["lead_id"].map(score_of))
+    times = stage_times(frame, stage_changes, outcomes)
     out: dict[str, pd.DataFrame] = {}
-    channels = funnel_table(frame, stage_changes, outcomes, by=["source_channel"])
+    channels = funnel_table(frame, stage_changes, outcomes, by=["source_channel"], times=times)
     by_channel = frame.groupby("source_channel")["score"]
     channels["avg_score"] = channels["source_channel"].map(by_channel.mean())
     channels["scored_leads"] = channels["source_channel"].map(by_channel.count()).fillna(0)
     channels["scored_leads"] = channels["scored_leads"].astype(np.int64)
     out["channels"] = channels.sort_values("lead_to_won", ascending=False, ignore_index=True)
     out["campaigns"] = funnel_table(
-        frame, stage_changes, outcomes, by=["source_channel", "utm_campaign"]
+        frame, stage_changes, outcomes, by=["source_channel", "utm_campaign"], times=times
     )
     ranking = _rates(channels[["source_channel", "leads", "won"]], "won", "leads")
     out["ranking"] = ranking.sort_values(["rate", "leads"], ascending=False, ignore_index=True)
     for period in PERIODS:
         keyed = frame.assign(**{period: period_of(frame["created_at"], period)})
-        out[f"by_{period}"] = funnel_table(keyed, stage_changes, outcomes, by=[period])
+        out[f"by_{period}"] = funnel_table(keyed, stage_changes, outcomes, by=[period], times=times)
     out["speed_to_lead"] = pd.DataFrame()
     if events is not None and not frame.empty:
         minutes = first_response_times(frame, events)
@@ -121,7 +122,7 @@ def channel_tables(
             for upper, label in reversed(RESPONSE_BUCKETS):
                 bucket[minutes < upper] = label
             keyed = frame.assign(first_response=bucket)
-            table = funnel_table(keyed, stage_changes, outcomes, by=["first_response"])
+            table = funnel_table(keyed, stage_changes, outcomes, by=["first_response"], times=times)
             order = [label for _, label in RESPONSE_BUCKETS] + [NO_RESPONSE]
             table["order"] = table["first_response"].map(order.index)
             table = table.sort_values("order").drop(columns="order").reset_index(drop=True)
