@@ -20,6 +20,7 @@ from mlflow.pyfunc import PythonModel
 
 from leadscore.feature_catalog import FeatureSpec
 from leadscore.preprocessing import FeatureEncoder
+from leadscore.treeshap import TreeShapEngine
 
 BANDS = ("hot", "warm", "cold")
 
@@ -166,6 +167,8 @@ class LeadScorer(PythonModel):
     ) -> None:
         self.encoder = encoder
         self.booster = booster
+        # The reasons' engine: prepared once here and pickled with the model (leadscore.treeshap)
+        self.explainer = TreeShapEngine.from_booster(booster)
         self.calibration: CalibrationMap = (
             calibration
             if isinstance(calibration, IsotonicCalibration)
@@ -179,10 +182,24 @@ class LeadScorer(PythonModel):
         self.set_bands(bands, policy=band_policy)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Load pickles of older versions (fixed cut-offs, no calibration report)."""
+        """Load pickles of older versions (fixed cut-offs, no calibration report, no engine)."""
         state.setdefault("calibration_report", {})
         state.setdefault("band_policy", {"policy": "cutoffs", **state.get("bands", {})})
         self.__dict__.update(state)
+        if "explainer" not in state:  # prepared once, at load, never per request
+            self.explainer = TreeShapEngine.from_booster(self.booster)
+
+    def contributions(self, X: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
+        """SHAP values (log-odds) of encoded rows, the bias column last.
+
+        Exactly LightGBM's ``pred_contrib`` (to floating-point rounding), from the prepared
+        engine (:class:`leadscore.treeshap.TreeShapEngine`); each row sums to the raw margin.
+
+        Args:
+            X: Encoded rows (:meth:`FeatureEncoder.transform` or ``encode_rows``).
+            num_threads: 1 in the calling thread; 0 every core.
+        """
+        return self.explainer.contributions(X, num_threads=num_threads)
 
     def set_bands(
         self, bands: Mapping[str, float], *, policy: Mapping[str, Any] | None = None
@@ -267,7 +284,7 @@ class LeadScorer(PythonModel):
         contribution first).
         """
         X = self.encoder.encode_rows(rows)
-        contrib = np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=num_threads))
+        contrib = self.contributions(X, num_threads=num_threads)
         margin = contrib.sum(axis=1)
         probability = self.calibrate(margin)
         bands = self.band_of(probability)
@@ -301,13 +318,13 @@ class LeadScorer(PythonModel):
         """Score and explain every row of a frame of features: the batch path.
 
         The same probabilities, bands and reasons as :meth:`score_rows` (same contribution,
-        same order, factors with no SHAP value left out), computed with one LightGBM
-        ``pred_contrib`` call per chunk of ``chunk_rows`` rows.
+        same order, factors with no SHAP value left out), the SHAP values computed by the
+        engine on every core for each chunk of ``chunk_rows`` rows.
 
         Args:
             frame: One row per lead with every model feature (missing values as NaN/None).
             top_k: Most reasons per row.
-            num_threads: LightGBM threads (0: its default, all cores).
+            num_threads: Explanation threads (0: every core).
             chunk_rows: Rows explained at a time (bounds the memory of the SHAP matrix).
 
         Returns:
@@ -330,9 +347,7 @@ class LeadScorer(PythonModel):
         for start in range(0, len(frame), chunk_rows):
             chunk = frame.iloc[start : start + chunk_rows]
             X = self.encoder.transform(chunk)
-            contrib = np.asarray(
-                self.booster.predict(X, pred_contrib=True, num_threads=num_threads)
-            )
+            contrib = self.contributions(X, num_threads=num_threads)
             margin = contrib.sum(axis=1)
             probability = self.calibrate(margin)
             phi = contrib[:, :-1]

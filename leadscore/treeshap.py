@@ -83,18 +83,18 @@ _PARALLEL_LOCK = threading.Lock()  # numba's workqueue layer takes one parallel 
 @njit(cache=True, inline="always")
 def _goes_left(
     fval: float, threshold: float, kind: int, cat_start: int, cat_len: int, cat_bits: np.ndarray
-) -> int:
+) -> np.int64:
     """LightGBM's ``Tree::Decision`` for one node: 1 for the left child, 0 for the right."""
     if kind & _CATEGORICAL:
         # static_cast<int> of NaN or of a value beyond int range is INT_MIN on x86: right.
         if np.isnan(fval) or fval >= 2147483648.0 or fval <= -2147483649.0:
-            return 0
+            return np.int64(0)
         category = int(fval)  # truncates towards zero, as static_cast<int> does
         if category < 0:
-            return 0
+            return np.int64(0)
         word = category >> 5
         if word >= cat_len:
-            return 0
+            return np.int64(0)
         return np.int64((cat_bits[cat_start + word] >> (category & 31)) & 1)
     # Numerical: a NaN or a zero (within kZeroThreshold) takes the way prepared for it
     # (default_left for its missing type, else 0 <= threshold); any other value compares.
@@ -437,7 +437,7 @@ class _Builder:
             threshold = float(node["threshold"])
             # Tree::NumericalDecision: NaN is read as 0 unless the missing type is NaN; a zero
             # (or a NaN read as one) goes the default way when the missing type is Zero.
-            zero_left = default_left if missing == 1 else 0.0 <= threshold
+            zero_left = default_left if missing == 1 else threshold >= 0.0
             nan_left = default_left if missing == 2 else zero_left
             self.node_kind.append(_NAN_LEFT * nan_left | _ZERO_LEFT * zero_left)
             self.node_threshold.append(threshold)
@@ -471,14 +471,14 @@ class _Builder:
             shared += 1
         self.previous_steps = steps
         self.path_prefix.append(shared)
-        for local, went_left, element in steps[shared:]:
+        for local, direction, element in steps[shared:]:
             self.pnode_node.append(local)
-            self.pnode_left.append(went_left)
+            self.pnode_left.append(direction)
             self.pnode_elem.append(element)
         if len(z) > _MASK_BITS:  # too many elements for a bit mask: keep the whole path
-            for local, went_left, element in steps:
+            for local, direction, element in steps:
                 self.full_node.append(local)
-                self.full_left.append(went_left)
+                self.full_left.append(direction)
                 self.full_elem.append(element)
         self.path_full_start.append(len(self.full_node))
         self.path_dir.append(_signed64(directions))
@@ -583,9 +583,7 @@ class TreeShapEngine:
                 be read, or a cap out of range.
         """
         if not 0 <= max_table_elements <= 24:
-            raise ValueError(
-                f"max_table_elements must be within [0, 24], not {max_table_elements}"
-            )
+            raise ValueError(f"max_table_elements must be within [0, 24], not {max_table_elements}")
         if max_table_bytes < 0:
             raise ValueError(f"max_table_bytes must not be negative, not {max_table_bytes}")
         dump = booster.dump_model()
@@ -602,7 +600,9 @@ class TreeShapEngine:
         elem_start = np.asarray(builder.path_elem_start, dtype=np.int64)
         lengths = np.diff(elem_start)
         elem_z = np.asarray(builder.elem_z, dtype=np.float64)
-        positive = np.minimum.reduceat(elem_z > 0, elem_start[:-1]) if len(elem_z) else []
+        positive = np.ones(len(lengths), dtype=bool)  # every zero fraction of the path is > 0
+        if len(elem_z):  # (every path has at least one element)
+            positive = np.logical_and.reduceat(elem_z > 0, elem_start[:-1])
         # Tables for the shortest paths first, within both caps; a path with a zero fraction of
         # 0 has none (its ratio (1 - z) / z is undefined).
         table_start = np.full(len(lengths), -1, dtype=np.int64)
@@ -611,7 +611,7 @@ class TreeShapEngine:
             size = 1 << int(lengths[p])
             if lengths[p] > max_table_elements or (used + size) * 8 > max_table_bytes:
                 break
-            if lengths[p] == 0 or positive[p]:
+            if positive[p]:
                 table_start[p] = used
                 used += size
         weights = _shapley_weights(max(int(lengths.max(initial=0)), 1))
@@ -735,7 +735,7 @@ class TreeShapEngine:
         out = np.zeros((X.shape[0], self.n_features + 1))
         if X.shape[0] == 0:
             return out
-        cores = numba.config.NUMBA_NUM_THREADS
+        cores = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
         threads = cores if num_threads <= 0 else min(num_threads, cores)
         if threads == 1 or X.shape[0] < 2 * _MIN_BLOCK_ROWS:
             _explain_serial(X, out, *self._model())
