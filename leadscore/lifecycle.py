@@ -71,7 +71,7 @@ def compute_lifecycle_features(
     entered_ts[no_stage] = epoch_seconds(snaps["lead_id"].map(created))[no_stage]
 
     channel = snaps["lead_id"].map(leads.set_index("lead_id")["source_channel"])
-    rate = _channel_rates(
+    rate = channel_rates(
         leads=leads,
         outcomes=outcomes,
         channels=channel.to_numpy(dtype=object),
@@ -90,7 +90,7 @@ def compute_lifecycle_features(
     return out
 
 
-def _channel_rates(
+def channel_rates(
     *,
     leads: pd.DataFrame,
     outcomes: pd.DataFrame,

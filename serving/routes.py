@@ -198,8 +198,17 @@ def _score_response(result: ScoreResult) -> ScoreResponse:
     },
 )
 def score(body: ScoreRequest, request: Request, service: ServiceDep) -> ScoreResponse:
-    """Score one lead from its online features: probability, band and reasons."""
-    result = service.score(body.lead_id)
+    """Score one lead: probability, band and reasons.
+
+    With ``lead_id`` alone the features come from the online store (404 for a lead it does not
+    know). With ``lead`` (and ``attributes``) they are built from what was sent, for a lead not
+    in the store yet: no events, in the lead stage since ``created_at``.
+    """
+    if body.lead is not None:
+        lead = body.lead.model_dump()
+        result = service.score_inline(body.lead_id, lead, body.attributes)
+    else:
+        result = service.score(body.lead_id)
     _record(request, [result])
     return _score_response(result)
 

@@ -3,23 +3,91 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, model_validator
 
-from leadscore.contracts import EVENT_CHANNELS, EVENT_TYPES, RESULTS
+from leadscore.contracts import EVENT_CHANNELS, EVENT_TYPES, LEADS, RESULTS, Column
 
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 EventChannel = Literal[EVENT_CHANNELS]  # type: ignore[valid-type]
 OutcomeResult = Literal[RESULTS]  # type: ignore[valid-type]
 
 
-class ScoreRequest(BaseModel):
-    """Score one lead known to the feature store."""
+def _lead_field(column: Column) -> tuple[Any, Any]:
+    """A pydantic field of a ``leads`` contract column (every one optional but the channel)."""
+    kinds: dict[str, Any] = {
+        "str": str,
+        "int": int,
+        "float": float,
+        "bool": bool,
+        "timestamp": AwareDatetime,
+    }
+    kind: Any = Literal[column.allowed] if column.allowed else kinds[column.kind]
+    limits: dict[str, Any] = {"description": column.description}
+    if column.min_value is not None:
+        limits["ge"] = column.min_value
+    if column.max_value is not None:
+        limits["le"] = column.max_value
+    if column.kind == "str" and not column.allowed:
+        limits["max_length"] = 200
+    if not column.nullable and column.name != "created_at":
+        return (kind, Field(**limits))
+    return (kind | None, Field(default=None, **limits))
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"lead_id": 42}]})
+
+LeadIn = create_model(  # type: ignore[call-overload]
+    "LeadIn",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="A lead's profile (the ``leads`` contract's columns), for a lead not yet in the "
+    "feature store; ``created_at`` defaults to now.",
+    **{c.name: _lead_field(c) for c in LEADS.columns if c.name != "lead_id"},
+)
+
+AttributeValue = Annotated[str, Field(max_length=200)] | float | bool | None
+
+
+class ScoreRequest(BaseModel):
+    """Score one lead: from the feature store (``lead_id`` alone), or from its attributes
+    (``lead`` and ``attributes``) for a lead not in the store yet."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"lead_id": 42},
+                {
+                    "lead_id": 90001,
+                    "lead": {
+                        "source_channel": "website",
+                        "industry": "software",
+                        "company_size": "51-200",
+                        "job_role": "it",
+                        "seniority": "director",
+                        "email_domain": "acme.com",
+                    },
+                },
+            ]
+        },
+    )
 
     lead_id: int = Field(ge=0, description="Lead identifier, as in the CRM export.")
+    lead: LeadIn | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="Score from these attributes instead of the feature store (a new lead: "
+        "no events yet, in the lead stage since created_at).",
+    )
+    attributes: dict[Annotated[str, Field(max_length=100)], AttributeValue] = Field(
+        default={},
+        max_length=200,
+        description="Custom attributes of the data set (with lead only).",
+    )
+
+    @model_validator(mode="after")
+    def _attributes_with_lead(self) -> ScoreRequest:
+        if self.attributes and self.lead is None:
+            raise ValueError("attributes go with lead: scoring by lead_id reads the store")
+        return self
 
 
 class EventIn(BaseModel):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from leadscore.contracts import EVENTS, to_utc_us
+from leadscore.dataset import ATTRIBUTES_TABLE
 from leadscore.event_log import EventLog
 from leadscore.live import LiveFeatures
 from leadscore.scorer import LeadScore, LeadScorer, Reason
@@ -31,6 +32,7 @@ from serving.errors import (
     NotReadyError,
     StoreUnavailableError,
 )
+from serving.inline import InlineFeatures
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -59,30 +61,44 @@ class ScoreResult:
 
 
 class OnlineFeatures:
-    """Reads one lead's features of a feature service from the Feast online store."""
+    """Reads one lead's features of a feature service from the Feast online store.
 
-    def __init__(self, store: FeatureStore, feature_service: str) -> None:
+    When the store fails (Redis down: each attempt costs seconds of client retries), lookups
+    fail fast for ``retry_seconds`` instead of waiting on it again; the first lookup after
+    that window tries the store again, so scoring recovers by itself once the store is back.
+    """
+
+    def __init__(
+        self, store: FeatureStore, feature_service: str, *, retry_seconds: float = 1.0
+    ) -> None:
         self._store = store
         self._service = store.get_feature_service(feature_service)
+        self.retry_seconds = retry_seconds
+        self._down_until = 0.0
+        self._down_reason = ""
 
     def __call__(self, lead_id: int) -> dict[str, Any] | None:
         """The lead's features, or None for a lead the store does not know.
 
         Raises:
             StoreUnavailableError: The store cannot be reached (Redis down, database locked
-                or gone); the next call tries again.
+                or gone), or failed less than ``retry_seconds`` ago.
         """
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailableError(self._down_reason)
         try:
             values = self._store.get_online_features(
                 features=self._service,
                 entity_rows=[{"lead_id": lead_id, "request_ts": time.time()}],
             ).to_dict()
         except Exception as e:  # Redis, SQLite and Feast errors share no base class
-            logger.warning("online store lookup failed: %s: %s", type(e).__name__, e)
-            raise StoreUnavailableError(
+            self._down_reason = (
                 f"the online feature store cannot be reached ({type(e).__name__}): scoring "
                 "by lead_id resumes by itself when it is back"
-            ) from e
+            )
+            self._down_until = time.monotonic() + self.retry_seconds
+            logger.warning("online store lookup failed: %s: %s", type(e).__name__, e)
+            raise StoreUnavailableError(self._down_reason) from e
         row = {
             name: column[0]
             for name, column in values.items()
@@ -240,8 +256,10 @@ class ScoringService:
         top_reasons: int,
         live: LiveFeatures | None = None,
         source: ModelSource | None = None,
+        inline: InlineFeatures | None = None,
     ) -> None:
         self.live = live
+        self.inline = inline
         self._served = ServedModel(
             scorer=scorer, lookup=lookup, name=model_name, version=model_version
         )
@@ -390,6 +408,34 @@ class ScoringService:
         (scored,) = served.scorer.score_rows([features], top_k=self.top_reasons)
         return self._result(served, lead_id, scored, features)
 
+    def score_inline(
+        self, lead_id: int, lead: Mapping[str, Any], attributes: Mapping[str, Any]
+    ) -> ScoreResult:
+        """Score a lead from its attributes (not from the feature store): a new lead.
+
+        Raises:
+            InvalidInputError: An attribute is not one of the model's, or has the wrong type.
+            NotReadyError: The service was started without inline scoring.
+        """
+        if self.inline is None:
+            raise NotReadyError("scoring from attributes is not enabled on this service")
+        served = self._served
+        scorer = served.scorer
+        custom = {s.name: s for s in scorer.specs.values() if s.view == ATTRIBUTES_TABLE}
+        problems: dict[str, str] = {}
+        for name, value in attributes.items():
+            spec = custom.get(name)
+            if spec is None:
+                known = ", ".join(sorted(custom)) or "none"
+                problems[f"attributes.{name}"] = f"not an attribute of the model (known: {known})"
+            elif spec.kind != "categorical" and isinstance(value, str):
+                problems[f"attributes.{name}"] = f"{spec.kind} attribute: a number, not {value!r}"
+        if problems:
+            raise InvalidInputError(problems)
+        features = self.inline.row(lead, attributes, features=scorer.features)
+        (scored,) = scorer.score_rows([features], top_k=self.top_reasons)
+        return self._result(served, lead_id, scored, features)
+
     @staticmethod
     def _features(served: ServedModel, lead_id: int) -> Mapping[str, Any]:
         features = served.lookup(lead_id)
@@ -517,4 +563,10 @@ def load_service(settings: Settings) -> ScoringService:
         top_reasons=settings.serving.top_reasons,
         live=live,
         source=source,
+        inline=InlineFeatures(
+            warehouse=settings.paths.warehouse,
+            outcome_log_url=settings.event_log_url,
+            horizon_days=settings.training.horizon_days,
+            half_life_days=settings.feast.half_life_days,
+        ),
     )

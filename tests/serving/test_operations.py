@@ -24,6 +24,7 @@ from leadscore.score_log import ScoreLog, ScoreRecorder, ServedScore
 from leadscore.settings import FeastSettings, PathsSettings, ServingSettings, Settings
 from leadscore.store import open_store
 from pipelines.feature_store import apply_definitions, build_feature_tables, materialize_features
+from serving.inline import InlineFeatures
 from serving.observability import JsonFormatter
 from serving.service import OnlineFeatures, ScoringService
 from tests.api_keys import api_client, key_headers
@@ -251,6 +252,12 @@ def test_redis_down_gives_503_and_scoring_recovers_by_itself(tmp_path, redis_ser
             warehouse_events=settings.paths.warehouse / "events.parquet",
             half_life_days=14,
         ),
+        inline=InlineFeatures(
+            warehouse=settings.paths.warehouse,
+            outcome_log_url=settings.event_log_url,
+            horizon_days=30,
+            half_life_days=14,
+        ),
     )
     with api_client(settings, loader=lambda s: service) as client:
         before = client.post("/v1/score", json={"lead_id": 2})
@@ -268,6 +275,11 @@ def test_redis_down_gives_503_and_scoring_recovers_by_itself(tmp_path, redis_ser
         assert batch.status_code == 503
         assert ready.status_code == 503 and "cannot be reached" in ready.json()["detail"]
         assert health.status_code == 200
+        # a request that carries the lead's attributes is still scored
+        inline = client.post(
+            "/v1/score", json={"lead_id": 2, "lead": {"source_channel": "website"}}
+        )
+        assert inline.status_code == 200, inline.text
         # when: Redis is back, scoring resumes without a restart of the API
         redis_server.start()
         deadline = time.monotonic() + 15
