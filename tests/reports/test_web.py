@@ -263,3 +263,19 @@ def test_too_few_served_scores_say_so_instead_of_drawing(client, reader):
         assert "the first score the API served each lead" in page.text
     bands = _csv(client.get("/reports/bands/bands.csv?scores=served", headers=reader))
     assert bands.empty and {"band", "leads", "conversion", "lift", "capture"} <= set(bands)
+
+
+def test_without_data_or_model_the_pages_say_what_is_missing(tmp_path, make_settings):
+    # given: an API on an empty project (no warehouse, no model)
+    settings = make_settings(tmp_path)
+    with TestClient(create_app(settings)) as empty:
+        headers = key_headers(settings, REPORTS_READ)
+        # when / then: the channel report has no lead to show, the others no model to score with
+        channels = empty.get("/reports/channels", headers=headers)
+        assert channels.status_code == 200
+        assert "No lead matches the filters: nothing to show." in channels.text
+        assert "data-chart=" not in channels.text
+        calibration = empty.get("/reports/calibration", headers=headers)
+        assert calibration.status_code == 503
+        assert calibration.json()["error"] == "report_unavailable"
+        assert "leadscore train" in calibration.json()["detail"]
