@@ -1031,7 +1031,7 @@ def report(
     from reports.web import parse_filters
     from serving.errors import InvalidInputError
 
-    chosen = list(REPORT_NAMES) if names == ["all"] else names
+    chosen = list(REPORT_NAMES) if "all" in names else list(dict.fromkeys(names))
     unknown = [n for n in chosen if n not in REPORT_NAMES]
     if unknown:
         raise _fail(f"report: {unknown[0]!r} is not one of {', '.join(REPORT_NAMES)} or all")
