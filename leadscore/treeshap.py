@@ -27,9 +27,12 @@ for all ``2^d`` subsets when the model is prepared (Fast TreeSHAP v2's trade of 
 time). Per row and tree: every internal node's decision is evaluated once and packed into a bit
 word; per leaf, one XOR with the path's directions and one AND per element give ``U``, and
 ``d + 1`` table reads give the ``d`` contributions. That is ``O(T * L * D)`` simple operations
-per row, without branches on the data, against the ``O(T * L * D^2)`` recursion with path copies
+per row, hardly any branch on the data, against the ``O(T * L * D^2)`` recursion with path copies
 and divisions of LightGBM's ``Tree::TreeSHAP``. The bias is ``sum over leaves of v * leaf_count /
-root_count`` (``Tree::ExpectedValue``).
+root_count`` (``Tree::ExpectedValue``). Rows go in blocks of up to 512, tree by tree, so that a
+tree's tables stay in cache for the whole block; a batch spreads its blocks over the cores
+(numba ``prange``), one lead runs in the calling thread, without the GIL (concurrent requests
+explain side by side).
 
 Tables double with every element, so they are capped: a path gets one only if ``d <=
 max_table_elements`` (default 16), all its ``z`` are positive and the tables so far stay within
@@ -80,7 +83,7 @@ _PARALLEL_LOCK = threading.Lock()  # numba's workqueue layer takes one parallel 
 
 
 # -- compiled kernels ----------------------------------------------------------------------
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _goes_left(
     fval: float, threshold: float, kind: int, cat_start: int, cat_len: int, cat_bits: np.ndarray
 ) -> np.int64:
@@ -105,7 +108,7 @@ def _goes_left(
     return np.int64(fval <= threshold)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _add_path(
     phi: np.ndarray,
     mask: int,
@@ -170,7 +173,7 @@ def _add_path(
             phi[f] -= unsatisfied
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _explain_range(
     X: np.ndarray,
     out: np.ndarray,
@@ -295,7 +298,7 @@ def _explain_range(
         out[r, n_features] += bias
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _explain_serial(X: np.ndarray, out: np.ndarray, *model: Any) -> None:
     for r0 in range(0, X.shape[0], _BLOCK_ROWS):
         _explain_range(X, out, r0, min(r0 + _BLOCK_ROWS, X.shape[0]), *model)
@@ -309,7 +312,7 @@ def _explain_parallel(X: np.ndarray, out: np.ndarray, block: int, *model: Any) -
         _explain_range(X, out, r0, min(r0 + block, X.shape[0]), *model)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fill_tables(
     path_value: np.ndarray,
     elem_z: np.ndarray,

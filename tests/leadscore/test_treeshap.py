@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 
 import lightgbm as lgb
 import numpy as np
@@ -206,6 +207,29 @@ def test_a_constant_tree_is_bias_only() -> None:
     ours = engine.contributions(X[:10])
     np.testing.assert_allclose(ours, _reference(booster, X[:10]), rtol=0, atol=TOLERANCE)
     assert np.all(ours[:, :-1] == 0.0) and engine.n_paths == 0
+
+
+def test_concurrent_callers_get_their_own_values(booster: lgb.Booster) -> None:
+    # given: serving threads (one lead each, no GIL) and batch callers (every core) at once
+    engine = TreeShapEngine.from_booster(booster)
+    X = _probe(9)
+    reference = _reference(booster, X)
+    results: dict[int, np.ndarray] = {}
+
+    def explain(worker: int) -> None:
+        if worker % 2:
+            results[worker] = np.vstack(
+                [engine.contributions(X[i : i + 1], num_threads=1) for i in range(len(X))]
+            )
+        else:
+            results[worker] = engine.contributions(X, num_threads=0)
+
+    # when
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(explain, range(6)))
+    # then
+    for values in results.values():
+        np.testing.assert_allclose(values, reference, rtol=0, atol=TOLERANCE)
 
 
 def test_engine_pickles_with_its_tables(booster: lgb.Booster) -> None:
