@@ -211,12 +211,16 @@ def fingerprint(settings: Settings) -> tuple[Any, ...]:
         _mtime(settings.paths.warehouse / f"{t}.parquet")
         for t in ("leads", "events", "stage_changes", "outcomes")
     )
-    counts = []
-    for table in (SERVED_SCORES, API_OUTCOMES):
-        engine = open_database(settings.event_log_url, table)
-        with engine.connect() as conn:
-            counts.append(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar())
-    return (version, files, tuple(counts))
+    # The newest served score (its id only grows: an index lookup) and the API outcomes.
+    logs = (
+        (SERVED_SCORES, sa.select(sa.func.max(SERVED_SCORES.c.id))),
+        (API_OUTCOMES, sa.select(sa.func.count(), sa.func.max(API_OUTCOMES.c.received_at))),
+    )
+    marks: list[Any] = []
+    for table, query in logs:
+        with open_database(settings.event_log_url, table).connect() as conn:
+            marks.append(tuple(conn.execute(query).one()))
+    return (version, files, tuple(marks))
 
 
 @dataclass

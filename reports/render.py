@@ -207,9 +207,24 @@ def render_report(
     )
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (``=HYPERLINK(...)`` in a campaign name)
+    gets a leading apostrophe; numbers are left alone."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def table_csv(table: Table) -> str:
-    """Every row of the table as CSV (full precision)."""
-    return table.frame.to_csv(index=False)
+    """Every row of the table as CSV (full precision; text cells never start a formula)."""
+    frame = table.frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(_inert)
+    return frame.to_csv(index=False)
 
 
 _LOGIN = _ENV.from_string(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from datetime import date
 
@@ -350,3 +351,17 @@ def test_filters_select_leads_by_day_and_channel():
     assert ReportFilter(channel="web").query() == "channel=web"
     with pytest.raises(ValueError, match="start"):
         ReportFilter(start=date(2024, 2, 1), end=date(2024, 1, 1))
+
+
+def test_csv_cells_never_start_a_spreadsheet_formula():
+    from reports.model import Table
+    from reports.render import table_csv
+
+    frame = pd.DataFrame(
+        {"utm_campaign": ['=HYPERLINK("x")', "spring", None], "gap": [-0.1, 0.2, 0.0]}
+    )
+    text = table_csv(Table("campaigns", "Campaigns", frame))
+    parsed = pd.read_csv(io.StringIO(text))
+    assert parsed["utm_campaign"].iloc[0] == '\'=HYPERLINK("x")'
+    assert parsed["utm_campaign"].iloc[1] == "spring"
+    assert parsed["gap"].tolist() == [-0.1, 0.2, 0.0]
