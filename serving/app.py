@@ -100,6 +100,12 @@ def _backlogs(app: FastAPI) -> dict[str, float]:
     }
 
 
+def _serving(app: FastAPI) -> tuple[str, str] | None:
+    """The model name and version serving now, if any."""
+    service: ScoringService | None = getattr(app.state, "service", None)
+    return None if service is None else (service.model_name, service.model_version)
+
+
 def _webhook_sender(cfg: Settings) -> WebhookSender | None:
     """The hot-lead webhook sender, when ``webhooks.url`` is set."""
     hooks = cfg.webhooks
@@ -171,7 +177,7 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
         lifespan=lifespan,
     )
     app.state.metrics = metrics = Metrics()
-    metrics.add_collector(StateCollector(lambda: _backlogs(app)))
+    metrics.add_collector(StateCollector(lambda: _backlogs(app), lambda: _serving(app)))
     if cfg.serving.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.middleware import body_limit as _starlette_body_limit
@@ -75,32 +75,36 @@ class Metrics:
             ["band", "model_version"],
             registry=self.registry,
         )
-        self.model = Gauge(
-            "leadscore_model_info",
-            "The model version serving now (value 1).",
-            ["model_name", "model_version"],
-            registry=self.registry,
-        )
 
     def served(self, band: str, model_version: str) -> None:
         self.scores.labels(band=band, model_version=model_version).inc()
-
-    def serving(self, model_name: str, model_version: str) -> None:
-        """Mark the version serving now (and only it)."""
-        self.model.clear()
-        self.model.labels(model_name=model_name, model_version=model_version).set(1)
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
 
 
 class StateCollector(Collector):
-    """Gauges read from the app's state at scrape time: score-log and webhook backlogs."""
+    """Gauges read from the app's state at scrape time: the model serving now
+    (``leadscore_model_info{model_name,model_version} 1``) and the score log's counts."""
 
-    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+    def __init__(
+        self,
+        read: Callable[[], dict[str, float]],
+        model: Callable[[], tuple[str, str] | None],
+    ) -> None:
         self._read = read
+        self._model = model
 
     def collect(self) -> Any:
+        served = self._model()
+        if served is not None:
+            info = GaugeMetricFamily(
+                "leadscore_model_info",
+                "The model version serving now (value 1).",
+                labels=["model_name", "model_version"],
+            )
+            info.add_metric(list(served), 1.0)
+            yield info
         for name, value in self._read().items():
             family = GaugeMetricFamily(f"leadscore_{name}", name.replace("_", " ") + ".")
             family.add_metric([], value)

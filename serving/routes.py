@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime
@@ -28,6 +28,7 @@ from serving.errors import (
 from serving.observability import Metrics
 from serving.outcomes import OutcomeIntake
 from serving.schemas import (
+    MAX_LEAD_ID,
     BatchScoreItem,
     BatchScoreRequest,
     BatchScoreResponse,
@@ -64,6 +65,13 @@ _AUTH_ERRORS: dict[int | str, dict[str, object]] = {
 _outcomes_lock = threading.Lock()
 
 
+LeadIdPath = Annotated[int, Path(ge=0, le=MAX_LEAD_ID, description="The lead's id.")]
+
+
+def _is_lead_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_LEAD_ID
+
+
 def get_service(request: Request) -> ScoringService:
     """The service built at start-up (503 while no model could be loaded)."""
     service: ScoringService | None = request.app.state.service
@@ -86,9 +94,6 @@ def metrics(request: Request) -> PlainTextResponse:
     """Prometheus metrics: requests and latency by route and status, scores by band and model
     version, the model serving, the score log's backlog."""
     registry: Metrics = request.app.state.metrics
-    service: ScoringService | None = request.app.state.service
-    if service is not None:
-        registry.serving(service.model_name, service.model_version)
     return PlainTextResponse(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -238,18 +243,18 @@ def score_batch(
         raise BatchTooLargeError(
             f"{len(body.lead_ids)} lead ids in one request; at most {max_batch}"
         )
-    valid = [i for i in body.lead_ids if isinstance(i, int) and not isinstance(i, bool) and i >= 0]
+    valid = [i for i in body.lead_ids if _is_lead_id(i)]
     scored = service.score_many(valid)
     _record(request, [r for r in scored.values() if r is not None])
     results: list[BatchScoreItem] = []
     for lead_id in body.lead_ids:
-        if not (isinstance(lead_id, int) and not isinstance(lead_id, bool) and lead_id >= 0):
+        if not _is_lead_id(lead_id):
             results.append(
                 BatchScoreItem(
                     lead_id=lead_id,
                     status=422,
                     error="invalid_lead_id",
-                    detail=f"{lead_id!r} is not a lead id (a non-negative integer)",
+                    detail=f"{lead_id!r} is not a lead id (an integer from 0 to 2**63-1)",
                 )
             )
             continue
@@ -283,7 +288,7 @@ def score_batch(
         404: {"model": ErrorResponse, "description": "The lead was never scored"},
     },
 )
-def latest_score(lead_id: int, log: ScoreLogDep) -> StoredScoreResponse:
+def latest_score(lead_id: LeadIdPath, log: ScoreLogDep) -> StoredScoreResponse:
     """The latest score the API served for the lead, with the feature values it used."""
     stored = log.latest(lead_id)
     if stored is None:
@@ -308,7 +313,7 @@ def latest_score(lead_id: int, log: ScoreLogDep) -> StoredScoreResponse:
     responses={**_AUTH_ERRORS, 422: {"model": ErrorResponse, "description": "Bad query"}},
 )
 def score_history(
-    lead_id: int,
+    lead_id: LeadIdPath,
     log: ScoreLogDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Most scores returned.")] = 100,
     since: Annotated[
@@ -342,7 +347,7 @@ def score_history(
     },
 )
 def explain_change(
-    lead_id: int,
+    lead_id: LeadIdPath,
     request: Request,
     service: ServiceDep,
     log: ScoreLogDep,
@@ -456,7 +461,9 @@ def export_scores(
     until: Annotated[
         AwareDatetime | None, Query(description="Only scores served before this moment.")
     ] = None,
-    lead_id: Annotated[int | None, Query(ge=0, description="Only this lead's scores.")] = None,
+    lead_id: Annotated[
+        int | None, Query(ge=0, le=MAX_LEAD_ID, description="Only this lead's scores.")
+    ] = None,
     format_: Annotated[
         Literal["csv", "jsonl"], Query(alias="format", description="csv or jsonl.")
     ] = "jsonl",
@@ -497,7 +504,9 @@ def webhook_deliveries(
         Literal["pending", "delivered", "failed"] | None,
         Query(alias="status", description="Only deliveries of this status."),
     ] = None,
-    lead_id: Annotated[int | None, Query(ge=0, description="Only this lead's.")] = None,
+    lead_id: Annotated[
+        int | None, Query(ge=0, le=MAX_LEAD_ID, description="Only this lead's.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Most deliveries listed.")] = 100,
 ) -> WebhookDeliveriesResponse:
     """Hot-lead webhook deliveries, newest first: status, attempts, last answer or error."""

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    model_validator,
+)
 
 from leadscore.contracts import EVENT_CHANNELS, EVENT_TYPES, LEADS, RESULTS, Column
 
+# Lead ids are stored as 64-bit integers everywhere (Feast, SQL, Parquet).
+MAX_LEAD_ID = 2**63 - 1
+# Times are stored as UTC microseconds; the tables' tools (pandas) stop at 2262.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2262, 1, 1, tzinfo=UTC)
+
+
+def _plausible(moment: datetime) -> datetime:
+    if not _EARLIEST <= moment < _LATEST:
+        raise ValueError(f"{moment.isoformat()} is outside 1970-2261")
+    return moment
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]
+"""A time with a time zone, between 1970 and 2261."""
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 EventChannel = Literal[EVENT_CHANNELS]  # type: ignore[valid-type]
 OutcomeResult = Literal[RESULTS]  # type: ignore[valid-type]
@@ -21,7 +44,7 @@ def _lead_field(column: Column) -> tuple[Any, Any]:
         "int": int,
         "float": float,
         "bool": bool,
-        "timestamp": AwareDatetime,
+        "timestamp": Moment,
     }
     kind: Any = Literal[column.allowed] if column.allowed else kinds[column.kind]
     limits: dict[str, Any] = {"description": column.description}
@@ -71,7 +94,7 @@ class ScoreRequest(BaseModel):
         },
     )
 
-    lead_id: int = Field(ge=0, description="Lead identifier, as in the CRM export.")
+    lead_id: int = Field(ge=0, le=MAX_LEAD_ID, description="Lead identifier, as in the CRM export.")
     lead: LeadIn | None = Field(  # type: ignore[valid-type]
         default=None,
         description="Score from these attributes instead of the feature store (a new lead: "
@@ -96,8 +119,8 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str = Field(min_length=1, max_length=200, description="Idempotency key.")
-    lead_id: int = Field(ge=0)
-    occurred_at: AwareDatetime = Field(description="When it happened, with a time zone.")
+    lead_id: int = Field(ge=0, le=MAX_LEAD_ID)
+    occurred_at: Moment = Field(description="When it happened, with a time zone.")
     event_type: EventType
     topic: str | None = Field(default=None, max_length=200)
     channel: EventChannel | None = None
@@ -226,8 +249,8 @@ class OutcomeIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lead_id: int = Field(ge=0)
-    closed_at: AwareDatetime = Field(description="When the deal closed, with a time zone.")
+    lead_id: int = Field(ge=0, le=MAX_LEAD_ID)
+    closed_at: Moment = Field(description="When the deal closed, with a time zone.")
     result: OutcomeResult
     amount: float | None = Field(default=None, ge=0, description="Deal value (USD).")
 

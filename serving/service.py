@@ -91,6 +91,8 @@ class OnlineFeatures:
                 features=self._service,
                 entity_rows=[{"lead_id": lead_id, "request_ts": time.time()}],
             ).to_dict()
+        except (ValueError, TypeError, KeyError):
+            raise  # a bad request or a bug, not an outage: the store stays trusted
         except Exception as e:  # Redis, SQLite and Feast errors share no base class
             self._down_reason = (
                 f"the online feature store cannot be reached ({type(e).__name__}): scoring "
