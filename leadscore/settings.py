@@ -368,6 +368,12 @@ class AuthSettings(BaseModel):
         description="How long a verified key is trusted without asking the database (a "
         "revocation takes effect within this time).",
     )
+    max_failures_per_minute: int = Field(
+        default=20,
+        ge=0,
+        description="Failed authentications a client (IP address) may make in a minute before "
+        "it gets 429 until the minute is over (0: no limit).",
+    )
 
 
 PromotionMetric = Literal["roc_auc", "pr_auc", "brier", "log_loss", "ece"]

@@ -24,7 +24,12 @@ from leadscore.score_log import ScoreLog, ScoreRecorder
 from leadscore.settings import Settings, get_settings
 from leadscore.webhooks import WebhookLog, WebhookSender
 from reports.web import router as reports_router
-from serving.errors import InvalidInputError, LeadscoreError, UnauthorizedError
+from serving.errors import (
+    InvalidInputError,
+    LeadscoreError,
+    TooManyFailuresError,
+    UnauthorizedError,
+)
 from serving.observability import Metrics, RequestContext, StateCollector
 from serving.routes import router
 from serving.service import ScoringService, load_service
@@ -197,6 +202,8 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
         if isinstance(exc, InvalidInputError):
             detail = [{"field": f, "problem": p} for f, p in exc.problems.items()]
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, UnauthorizedError) else None
+        if isinstance(exc, TooManyFailuresError):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(
             status_code=exc.status_code,
             content={"error": exc.code, "detail": detail},

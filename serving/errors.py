@@ -73,3 +73,14 @@ class StoreUnavailableError(LeadscoreError):
 
     status_code = 503
     code = "online_store_unavailable"
+
+
+class TooManyFailuresError(LeadscoreError):
+    """A client failed authentication too often: it waits ``retry_after`` seconds."""
+
+    status_code = 429
+    code = "too_many_failed_attempts"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

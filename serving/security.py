@@ -8,6 +8,8 @@ is ever logged.
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Annotated
 
@@ -15,7 +17,7 @@ from fastapi import FastAPI, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from leadscore.auth import ApiKey, ApiKeyStore
-from serving.errors import ForbiddenError, UnauthorizedError
+from serving.errors import ForbiddenError, TooManyFailuresError, UnauthorizedError
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
@@ -51,21 +53,99 @@ def require_scope(scope: str, *, cookie: str | None = None) -> Callable[..., Api
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
         header: Annotated[str | None, Security(_header)],
     ) -> ApiKey | None:
-        if not request.app.state.settings.auth.required:
+        auth = request.app.state.settings.auth
+        if not auth.required:
             return None
-        presented = bearer.credentials if bearer is not None else header
-        if not presented and cookie is not None:
-            presented = request.cookies.get(cookie)
-        if not presented:
-            raise UnauthorizedError(
-                "an API key is needed: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
-            )
-        key = key_store(request.app).verify(presented.strip())
-        if key is None:
-            raise UnauthorizedError("the API key is unknown or revoked")
-        if not key.allows(scope):
-            raise ForbiddenError(f"needs scope {scope}")
-        request.state.api_key_prefix = key.prefix
-        return key
+        limiter = failure_limiter(request.app, auth.max_failures_per_minute)
+        client = request.client.host if request.client else "unknown"
+        limiter.check(client)
+        try:
+            return _authorize(request, scope, cookie, bearer, header)
+        except UnauthorizedError:
+            limiter.failed(client)
+            raise
 
     return check
+
+
+def _authorize(
+    request: Request,
+    scope: str,
+    cookie: str | None,
+    bearer: HTTPAuthorizationCredentials | None,
+    header: str | None,
+) -> ApiKey:
+    """The request's key if it is valid and carries ``scope``."""
+    presented = bearer.credentials if bearer is not None else header
+    if not presented and cookie is not None:
+        presented = request.cookies.get(cookie)
+    if not presented:
+        raise UnauthorizedError(
+            "an API key is needed: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+        )
+    key = key_store(request.app).verify(presented.strip())
+    if key is None:
+        raise UnauthorizedError("the API key is unknown or revoked")
+    if not key.allows(scope):
+        raise ForbiddenError(f"needs scope {scope}")
+    request.state.api_key_prefix = key.prefix
+    return key
+
+
+class FailureLimiter:
+    """Counts failed authentications per client over a sliding minute.
+
+    A client (IP address) past ``max_per_minute`` failures gets 429 with ``Retry-After``
+    until its oldest failure in the window is a minute old, before its key is even looked up:
+    guessing keys costs a minute per ``max_per_minute`` guesses. ``max_per_minute`` 0: no limit.
+    """
+
+    WINDOW = 60.0
+
+    def __init__(self, max_per_minute: int) -> None:
+        self.max_per_minute = max_per_minute
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        times = self._failures.setdefault(client, deque())
+        while times and now - times[0] >= self.WINDOW:
+            times.popleft()
+        return times
+
+    def check(self, client: str) -> None:
+        """Raise 429 when the client used up its failures."""
+        if self.max_per_minute <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(client, now)
+            if len(times) < self.max_per_minute:
+                if not times:
+                    self._failures.pop(client, None)
+                return
+            wait = int(self.WINDOW - (now - times[0])) + 1
+        raise TooManyFailuresError(
+            f"too many failed authentications from this client: try again in {wait} s",
+            retry_after=wait,
+        )
+
+    def failed(self, client: str) -> None:
+        """Record a failed authentication."""
+        if self.max_per_minute <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._recent(client, now).append(now)
+
+
+def failure_limiter(app: FastAPI, max_per_minute: int) -> FailureLimiter:
+    """The app's limiter of failed authentications, made on first use."""
+    limiter: FailureLimiter | None = getattr(app.state, "auth_failures", None)
+    if limiter is None:
+        with _lock:
+            limiter = getattr(app.state, "auth_failures", None)
+            if limiter is None:
+                limiter = FailureLimiter(max_per_minute)
+                app.state.auth_failures = limiter
+    return limiter

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from leadscore.auth import API_KEYS, ApiKeyStore
 from leadscore.settings import AuthSettings
 from serving.app import create_app
-from tests.api_keys import key_headers
+from tests.api_keys import api_client, key_headers
 
 pytestmark = pytest.mark.slow
 
@@ -152,3 +152,20 @@ def test_keys_are_stored_hashed_and_never_logged(anonymous, stack, caplog):
     assert not any(key in cell or key[len(record.prefix) :] in cell for cell in cells)
     assert record.prefix in cells
     assert key not in caplog.text and key[len(record.prefix) :] not in caplog.text
+
+
+def test_repeated_failed_authentication_is_slowed_down_with_429(stack):
+    settings = stack.settings.model_copy(update={"auth": AuthSettings(max_failures_per_minute=3)})
+    good = key_headers(settings, "score:read")
+    with api_client(settings) as client:
+        wrong = {"authorization": "Bearer ls_guess_0000000000"}
+        statuses = [client.get("/v1/model", headers=wrong).status_code for _ in range(3)]
+        blocked = client.get("/v1/model", headers=wrong)
+        also_blocked = client.get("/v1/model", headers=good)  # the same client, a good key
+        open_routes = client.get("/health")
+    assert statuses == [401, 401, 401]
+    assert blocked.status_code == 429
+    assert blocked.json()["error"] == "too_many_failed_attempts"
+    assert 1 <= int(blocked.headers["retry-after"]) <= 61
+    assert also_blocked.status_code == 429
+    assert open_routes.status_code == 200
