@@ -305,6 +305,12 @@ class ServingSettings(BaseModel):
     max_body_bytes: int = Field(
         default=1_048_576, gt=0, description="Largest request body accepted (413 beyond)."
     )
+    max_in_flight: int = Field(
+        default=64,
+        ge=0,
+        description="Requests one API process works on at once; beyond that it answers 503 "
+        "`overloaded` with Retry-After at once (0: no limit; /health and /ready always answer).",
+    )
     cors_origins: list[str] = Field(
         default=[],
         description="Browser origins allowed to call the API (CORS), e.g. "

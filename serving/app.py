@@ -192,7 +192,12 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
             expose_headers=["X-Request-ID"],
         )
     # Outermost: sees every answer.
-    app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=cfg.serving.max_body_bytes)
+    app.add_middleware(
+        RequestContext,
+        metrics=metrics,
+        max_body_bytes=cfg.serving.max_body_bytes,
+        max_in_flight=cfg.serving.max_in_flight,
+    )
     app.include_router(router)
     app.include_router(reports_router)
 

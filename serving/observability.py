@@ -111,6 +111,30 @@ class StateCollector(Collector):
             yield family
 
 
+async def _refuse(
+    send: Send,
+    status: int,
+    request_id: str,
+    error: str,
+    detail: str,
+    *,
+    retry_after: int | None = None,
+) -> None:
+    """Answer a request the app never saw (JSON, in the API's error shape)."""
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    if status == 413:
+        headers.append((b"connection", b"close"))  # the unread body stays behind
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def _route_of(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
@@ -125,10 +149,14 @@ class RequestContext:
         metrics: Where request counts and latency go.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, max_in_flight: int = 0
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -149,10 +177,37 @@ class RequestContext:
         status = 500
         if length > self.max_body_bytes:  # refused before reading it
             status = 413
-            await self._too_large(send, request_id, f"request body of {length} bytes")
+            await _refuse(
+                send,
+                413,
+                request_id,
+                "body_too_large",
+                f"request body of {length} bytes; at most {self.max_body_bytes} bytes "
+                "(serving.max_body_bytes)",
+            )
             self._done(scope, status, start, request_id)
             request_id_var.reset(token)
             return
+        # Shed load beyond what the service can hold: a quick 503 with Retry-After instead of
+        # a queue that makes every request late. Health checks always pass.
+        if (
+            self.max_in_flight
+            and self.in_flight >= self.max_in_flight
+            and scope.get("path") not in ("/health", "/ready")
+        ):
+            status = 503
+            await _refuse(
+                send,
+                503,
+                request_id,
+                "overloaded",
+                f"{self.in_flight} requests in progress (serving.max_in_flight): try again",
+                retry_after=1,
+            )
+            self._done(scope, status, start, request_id)
+            request_id_var.reset(token)
+            return
+        self.in_flight += 1
         received = 0
         started = False
 
@@ -186,31 +241,18 @@ class RequestContext:
             if started:
                 raise
             status = 413
-            await self._too_large(send, request_id, f"request body over {received - 1} bytes")
+            await _refuse(
+                send,
+                413,
+                request_id,
+                "body_too_large",
+                f"request body over {received - 1} bytes; at most {self.max_body_bytes} bytes "
+                "(serving.max_body_bytes)",
+            )
         finally:
+            self.in_flight -= 1
             self._done(scope, status, start, request_id)
             request_id_var.reset(token)
-
-    async def _too_large(self, send: Send, request_id: str, what: str) -> None:
-        body = json.dumps(
-            {
-                "error": "body_too_large",
-                "detail": f"{what}; at most {self.max_body_bytes} bytes (serving.max_body_bytes)",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-request-id", request_id.encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
     def _done(self, scope: Scope, status: int, start: float, request_id: str) -> None:
         elapsed = time.perf_counter() - start

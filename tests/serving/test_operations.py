@@ -3,6 +3,7 @@ the online store (Redis) and of the score log's database."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -14,8 +15,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from leadscore.auth import METRICS_READ, SCORE_READ
 from leadscore.event_log import EventLog
@@ -24,6 +27,7 @@ from leadscore.score_log import ScoreLog, ScoreRecorder, ServedScore
 from leadscore.settings import FeastSettings, PathsSettings, ServingSettings, Settings
 from leadscore.store import open_store
 from pipelines.feature_store import apply_definitions, build_feature_tables, materialize_features
+from serving.app import create_app
 from serving.inline import InlineFeatures
 from serving.observability import JsonFormatter
 from serving.service import OnlineFeatures, ScoringService
@@ -328,3 +332,48 @@ def test_scores_served_while_the_audit_database_is_out_are_written_once_it_retur
     # then: none is lost
     assert sorted(s.lead_id for i in (1, 2, 3) for s in log.history(i)) == [1, 2, 3]
     assert recorder.failed == 0 and recorder.written == 3
+
+
+def test_load_beyond_what_the_service_holds_is_shed_with_503_and_it_recovers(tmp_path):
+    scorer = _scorer()
+
+    def slow_lookup(lead_id: int) -> dict:
+        time.sleep(0.3)  # a store that takes its time: requests pile up
+        return {"source_channel": "website", "high_intent_1d": 3.0, "demo_request_7d": 1.0}
+
+    service = ScoringService(
+        scorer=scorer,
+        lookup=slow_lookup,
+        model_name="leadscore",
+        model_version="test",
+        top_reasons=3,
+    )
+    settings = Settings(
+        paths=PathsSettings(root=tmp_path),
+        serving=ServingSettings(max_in_flight=2, reload_seconds=0),
+    )
+    headers = key_headers(settings, SCORE_READ)
+    app = create_app(settings, loader=lambda s: service)
+
+    async def burst() -> tuple[list[httpx.Response], list[httpx.Response], httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", headers=headers
+        ) as client:
+            many = await asyncio.gather(
+                *(client.post("/v1/score", json={"lead_id": i}) for i in range(6)),
+                client.get("/health"),
+            )
+            after = await asyncio.gather(
+                *(client.post("/v1/score", json={"lead_id": i}) for i in range(2))
+            )
+            return list(many[:-1]), list(after), many[-1]
+
+    with TestClient(app):  # runs the lifespan
+        scored, after, health = asyncio.run(burst())
+    statuses = sorted(r.status_code for r in scored)
+    assert statuses == [200, 200, 503, 503, 503, 503]
+    shed = next(r for r in scored if r.status_code == 503)
+    assert shed.json()["error"] == "overloaded" and shed.headers["retry-after"] == "1"
+    assert health.status_code == 200  # health checks are never shed
+    assert [r.status_code for r in after] == [200, 200]  # and it recovers at once
