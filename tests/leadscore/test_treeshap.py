@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
@@ -238,6 +241,33 @@ def test_engine_pickles_with_its_tables(booster: lgb.Booster) -> None:
     X = _probe(6)
     np.testing.assert_array_equal(loaded.contributions(X), engine.contributions(X))
     assert loaded.table_bytes == engine.table_bytes and loaded.nbytes == engine.nbytes
+
+
+def test_loading_compiles_the_kernels_before_any_request(tmp_path: Path) -> None:
+    # given: a pickled engine
+    X, y = _data(500, 10)
+    booster = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(X, y), 5)
+    path = tmp_path / "engine.pkl"
+    path.write_bytes(pickle.dumps(TreeShapEngine.from_booster(booster)))
+    # when: a fresh process loads it and looks at the kernels before explaining anything
+    script = (
+        "import pickle, sys\n"
+        "from leadscore import treeshap\n"
+        "assert not treeshap._explain_serial.signatures\n"
+        "pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "print(len(treeshap._explain_serial.signatures), "
+        "len(treeshap._explain_parallel.signatures))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    # then: both kernels are ready
+    assert done.stdout.split() == ["1", "1"]
 
 
 def test_empty_input_and_float32_input(booster: lgb.Booster) -> None:
