@@ -199,6 +199,26 @@ def test_a_path_of_seventy_unique_features() -> None:
             )
 
 
+def test_an_early_stopped_booster_is_explained_at_its_best_iteration() -> None:
+    X, y = _data(3000, 11)
+    valid = lgb.Dataset(X[2000:], y[2000:])
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "learning_rate": 0.5, "num_leaves": 31},
+        lgb.Dataset(X[:2000], y[:2000]),
+        num_boost_round=200,
+        valid_sets=[valid],
+        callbacks=[lgb.early_stopping(3, verbose=False)],
+        keep_training_booster=True,  # keeps the trees past the best iteration
+    )
+    assert 0 < booster.best_iteration < booster.num_trees()
+    engine = TreeShapEngine.from_booster(booster)
+    assert engine.n_trees == booster.best_iteration
+    X_probe = _probe(12)
+    np.testing.assert_allclose(
+        engine.contributions(X_probe), _reference(booster, X_probe), rtol=0, atol=TOLERANCE
+    )
+
+
 def test_a_constant_tree_is_bias_only() -> None:
     X, _ = _data(200, 5)
     booster = lgb.train(
