@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print("checking whether other processes use the cores ...", flush=True)
     busy = busy_processes()
     results: dict[str, Any] = {
-        "command": "python -m bench.run " + " ".join(shlex.quote(a) for a in args.argv),
+        "command": " ".join(["python -m bench.run", *(shlex.quote(a) for a in args.argv)]),
         "quick": args.quick,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
