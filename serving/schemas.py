@@ -67,7 +67,12 @@ LeadIn = create_model(  # type: ignore[call-overload]
     **{c.name: _lead_field(c) for c in LEADS.columns if c.name != "lead_id"},
 )
 
-AttributeValue = Annotated[str, Field(max_length=200)] | float | bool | None
+AttributeValue = (
+    Annotated[str, Field(max_length=200)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+    | None
+)
 
 
 class ScoreRequest(BaseModel):
@@ -252,7 +257,9 @@ class OutcomeIn(BaseModel):
     lead_id: int = Field(ge=0, le=MAX_LEAD_ID)
     closed_at: Moment = Field(description="When the deal closed, with a time zone.")
     result: OutcomeResult
-    amount: float | None = Field(default=None, ge=0, description="Deal value (USD).")
+    amount: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="Deal value (USD)."
+    )
 
 
 class OutcomesRequest(BaseModel):

@@ -122,3 +122,22 @@ def test_logged_events_reach_the_next_feature_build(client, cold_lead, stack):
     assert {"live-1", "live-2", "live-3", "live-4", "live-dup"} <= set(live["event_id"])
     assert combined["event_id"].is_unique
     assert len(combined) == len(warehouse) + 5
+
+
+def test_sql_and_html_in_text_fields_are_stored_as_text(client, stack):
+    from leadscore.event_log import EventLog
+
+    lead = int(stack.demo.leads["lead_id"].iloc[7])
+    nasty = "'); DROP TABLE live_events; -- <script>alert(1)</script>"
+    event = {
+        "event_id": nasty,
+        "lead_id": lead,
+        "occurred_at": "2026-10-30T10:00:00Z",
+        "event_type": "content_download",
+        "topic": nasty,
+    }
+    answer = client.post("/v1/events", json={"events": [event]})
+    assert answer.status_code == 200, answer.text
+    stored = EventLog(stack.settings.event_log_url).read([lead])
+    row = stored[stored["event_id"] == nasty].iloc[0]
+    assert row["topic"] == nasty  # stored verbatim, the table still there

@@ -159,3 +159,15 @@ def test_outcomes_need_the_outcomes_write_scope(client, settings, open_leads):
         "/v1/outcomes", json=body, headers=key_headers(settings, "outcomes:write")
     )
     assert allowed.status_code == 200 and allowed.json()["accepted"] == 1
+
+
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_amounts_are_refused(client, amount):
+    body = (
+        '{"outcomes": [{"lead_id": 1, "closed_at": "2026-01-02T00:00:00Z", '
+        f'"result": "won", "amount": {amount}}}]}}'
+    )
+    answer = client.post("/v1/outcomes", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    (error,) = answer.json()["detail"]
+    assert error["field"] == "outcomes.0.amount"
