@@ -482,10 +482,14 @@ def export_scores(
 
 def get_webhook_log(request: Request) -> WebhookLog:
     """The deliveries table (the sender's when webhooks are configured)."""
-    sender: WebhookSender | None = getattr(request.app.state, "webhooks", None)
+    state = request.app.state
+    sender: WebhookSender | None = getattr(state, "webhooks", None)
     if sender is not None:
         return sender.log
-    return WebhookLog(request.app.state.settings.event_log_url)
+    log: WebhookLog | None = getattr(state, "webhook_log", None)
+    if log is None:  # opened once, on first use
+        log = state.webhook_log = WebhookLog(state.settings.event_log_url)
+    return log
 
 
 WebhookLogDep = Annotated[WebhookLog, Depends(get_webhook_log)]
