@@ -264,6 +264,10 @@ class LeadScorer(PythonModel):
         """Calibrated probabilities of a frame of features (batch path)."""
         return self.calibrate(self.margin(self.encoder.transform(frame), num_threads=num_threads))
 
+    def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Calibrated probabilities of feature rows (dicts), without pandas or reasons."""
+        return self.calibrate(self.margin(self.encoder.encode_rows(rows)))
+
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:

@@ -24,7 +24,13 @@ from starlette.exceptions import HTTPException
 
 from leadscore.auth import REPORTS_READ, ApiKey
 from leadscore.contracts import LEAD_CHANNELS
-from serving.errors import ForbiddenError, InvalidInputError, LeadscoreError, UnauthorizedError
+from serving.errors import (
+    ForbiddenError,
+    InvalidInputError,
+    LeadscoreError,
+    NotFoundError,
+    UnauthorizedError,
+)
 from serving.security import key_store, require_scope
 
 if TYPE_CHECKING:
@@ -173,18 +179,13 @@ def parse_filters(
 
 def _report_or_error(request: Request, name: str, filters: ReportFilter) -> Report:
     if name not in REPORTS:
-        raise _NotFound(f"no report {name!r}; the reports are {', '.join(REPORTS)}")
+        raise NotFoundError(f"no report {name!r}; the reports are {', '.join(REPORTS)}")
     try:
         return _reports(request).report(request, name, filters)
     except LookupError as e:
         raise _Unavailable(str(e)) from e
     except (FileNotFoundError, ValueError) as e:
         raise _Unavailable(f"the report cannot be built: {e}") from e
-
-
-class _NotFound(LeadscoreError):
-    status_code = 404
-    code = "not_found"
 
 
 class _Unavailable(LeadscoreError):
@@ -199,6 +200,20 @@ ScoresQuery = Annotated[
     str | None,
     Query(description="Scores of calibration, bands and channels: holdout (default) or served."),
 ]
+
+
+def _filters(
+    start: StartQuery = None,
+    end: EndQuery = None,
+    channel: ChannelQuery = None,
+    scores: ScoresQuery = None,
+) -> ReportFilter:
+    """The filters of a report request (its query), checked: see :func:`parse_filters`."""
+    return parse_filters(start, end, channel, scores)
+
+
+# Any: ReportFilter is imported lazily (serving must not load the report code at start-up).
+Filters = Annotated[Any, Depends(_filters)]
 
 
 def _nav() -> list[tuple[str, str, str]]:
@@ -272,15 +287,11 @@ def report_page(
     name: str,
     request: Request,
     _: Reader,
-    start: StartQuery = None,
-    end: EndQuery = None,
-    channel: ChannelQuery = None,
-    scores: ScoresQuery = None,
+    filters: Filters,
 ) -> HTMLResponse:
     """The report ``name`` (calibration, bands, channels, drift) with charts and tables."""
     from reports.render import FilterForm, render_report
 
-    filters = parse_filters(start, end, channel, scores)
     report = _report_or_error(request, name, filters)
     query = filters.query()
     suffix = f"?{query}" if query else ""
@@ -307,19 +318,15 @@ def report_csv(
     table: str,
     request: Request,
     _: Reader,
-    start: StartQuery = None,
-    end: EndQuery = None,
-    channel: ChannelQuery = None,
-    scores: ScoresQuery = None,
+    filters: Filters,
 ) -> Response:
     """Every row of one table of the report, with the same filters as the page."""
     from reports.render import table_csv
 
-    filters = parse_filters(start, end, channel, scores)
     report = _report_or_error(request, name, filters)
     tables = report.tables()
     if table not in tables:
-        raise _NotFound(f"report {name} has no table {table!r}; it has {', '.join(tables)}")
+        raise NotFoundError(f"report {name} has no table {table!r}; it has {', '.join(tables)}")
     return Response(
         table_csv(tables[table]),
         media_type="text/csv; charset=utf-8",

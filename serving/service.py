@@ -392,7 +392,7 @@ class ScoringService:
         # The bands the leads had before these events (by the same model version).
         rows = [row for row in before.values() if row is not None]
         scorer = served.scorer
-        previous = scorer.band_of(scorer.calibrate(scorer.margin(scorer.encoder.encode_rows(rows))))
+        previous = scorer.band_of(scorer.predict_rows(rows))
         previous_band = dict(zip(before, (str(b) for b in previous), strict=True))
         scores = [
             replace(self.score(lead_id), previous_band=previous_band[lead_id]) for lead_id in before

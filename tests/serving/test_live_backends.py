@@ -19,6 +19,7 @@ from leadscore.live import LiveFeatures
 from leadscore.settings import FeastSettings, PathsSettings, Settings
 from leadscore.store import open_store
 from pipelines.feature_store import apply_definitions, build_feature_tables, materialize_features
+from serving.inline import InlineFeatures
 from serving.service import OnlineFeatures, ScoringService
 from tests.api_keys import api_client
 from tests.pipelines.test_feature_store import _tables
@@ -51,6 +52,44 @@ def _scorer():
     )
 
 
+def live_service(settings: Settings) -> ScoringService:
+    """A scoring service with the live path and scoring from attributes, on an online store
+    materialized from a small history (the settings say which store)."""
+    tables = _tables()
+    settings.paths.warehouse.mkdir(parents=True)
+    tables["events"].to_parquet(settings.paths.warehouse / "events.parquet")
+    built = build_feature_tables(
+        tables=tables,
+        repo_dir=settings.paths.feature_repo,
+        snapshot_days=[1, 7, 30],
+        half_life_days=14,
+        horizon_days=30,
+        as_of=datetime(2024, 3, 1, tzinfo=UTC),
+    )
+    store = open_store(settings)
+    apply_definitions(store)
+    materialize_features(store, end=built.as_of + timedelta(seconds=1))
+    return ScoringService(
+        scorer=_scorer(),
+        lookup=OnlineFeatures(store, "lead_scoring_v2"),
+        model_name="leadscore",
+        model_version="test",
+        top_reasons=3,
+        live=LiveFeatures(
+            store=store,
+            log=EventLog(settings.event_log_url),
+            warehouse_events=settings.paths.warehouse / "events.parquet",
+            half_life_days=14,
+        ),
+        inline=InlineFeatures(
+            warehouse=settings.paths.warehouse,
+            outcome_log_url=settings.event_log_url,
+            horizon_days=30,
+            half_life_days=14,
+        ),
+    )
+
+
 @pytest.fixture(params=["sqlite", "redis"])
 def settings(request, tmp_path) -> Iterator[Settings]:
     feast = FeastSettings(project=unique_name("lslive"))
@@ -68,33 +107,7 @@ def settings(request, tmp_path) -> Iterator[Settings]:
 
 def test_pushed_event_changes_online_features_and_the_next_score(settings):
     # given: a store built from a small history, and a service on top of it
-    tables = _tables()
-    settings.paths.warehouse.mkdir(parents=True)
-    tables["events"].to_parquet(settings.paths.warehouse / "events.parquet")
-    built = build_feature_tables(
-        tables=tables,
-        repo_dir=settings.paths.feature_repo,
-        snapshot_days=[1, 7, 30],
-        half_life_days=14,
-        horizon_days=30,
-        as_of=datetime(2024, 3, 1, tzinfo=UTC),
-    )
-    store = open_store(settings)
-    apply_definitions(store)
-    materialize_features(store, end=built.as_of + timedelta(seconds=1))
-    service = ScoringService(
-        scorer=_scorer(),
-        lookup=OnlineFeatures(store, "lead_scoring_v2"),
-        model_name="leadscore",
-        model_version="test",
-        top_reasons=3,
-        live=LiveFeatures(
-            store=store,
-            log=EventLog(settings.event_log_url),
-            warehouse_events=settings.paths.warehouse / "events.parquet",
-            half_life_days=14,
-        ),
-    )
+    service = live_service(settings)
     with api_client(settings, loader=lambda s: service) as client:
         before = client.post("/v1/score", json={"lead_id": 2}).json()
         # when: the cold lead requests a demo

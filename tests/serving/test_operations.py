@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -22,19 +22,14 @@ from fastapi.testclient import TestClient
 
 from leadscore.auth import METRICS_READ, SCORE_READ
 from leadscore.event_log import EventLog
-from leadscore.live import LiveFeatures
 from leadscore.score_log import ScoreLog, ScoreRecorder, ServedScore
 from leadscore.settings import FeastSettings, PathsSettings, ServingSettings, Settings
-from leadscore.store import open_store
-from pipelines.feature_store import apply_definitions, build_feature_tables, materialize_features
 from serving.app import create_app
-from serving.inline import InlineFeatures
 from serving.observability import JsonFormatter
-from serving.service import OnlineFeatures, ScoringService
+from serving.service import ScoringService
 from tests.api_keys import api_client, key_headers
-from tests.pipelines.test_feature_store import _tables
 from tests.services import unique_name
-from tests.serving.test_live_backends import _scorer
+from tests.serving.test_live_backends import _scorer, live_service
 
 
 @pytest.fixture(scope="module")
@@ -230,39 +225,7 @@ def test_redis_down_gives_503_and_scoring_recovers_by_itself(tmp_path, redis_ser
         ),
         serving=ServingSettings(reload_seconds=0),
     )
-    tables = _tables()
-    settings.paths.warehouse.mkdir(parents=True)
-    tables["events"].to_parquet(settings.paths.warehouse / "events.parquet")
-    built = build_feature_tables(
-        tables=tables,
-        repo_dir=settings.paths.feature_repo,
-        snapshot_days=[1, 7, 30],
-        half_life_days=14,
-        horizon_days=30,
-        as_of=datetime(2024, 3, 1, tzinfo=UTC),
-    )
-    store = open_store(settings)
-    apply_definitions(store)
-    materialize_features(store, end=built.as_of + timedelta(seconds=1))
-    service = ScoringService(
-        scorer=_scorer(),
-        lookup=OnlineFeatures(store, "lead_scoring_v2"),
-        model_name="leadscore",
-        model_version="test",
-        top_reasons=3,
-        live=LiveFeatures(
-            store=store,
-            log=EventLog(settings.event_log_url),
-            warehouse_events=settings.paths.warehouse / "events.parquet",
-            half_life_days=14,
-        ),
-        inline=InlineFeatures(
-            warehouse=settings.paths.warehouse,
-            outcome_log_url=settings.event_log_url,
-            horizon_days=30,
-            half_life_days=14,
-        ),
-    )
+    service = live_service(settings)
     with api_client(settings, loader=lambda s: service) as client:
         before = client.post("/v1/score", json={"lead_id": 2})
         assert before.status_code == 200 and client.get("/ready").status_code == 200
