@@ -6,58 +6,73 @@ of the game whose value for a set of known features is the tree's expected outpu
 unknown ones are sent down both branches in proportion to the training data counts
 (``internal_count`` / ``leaf_count``), plus the bias column (the expected output) last.
 
-Algorithm: path decomposition with per-path tables
---------------------------------------------------
+Algorithm: one pass over each tree, polynomials kept as values at quadrature points
+--------------------------------------------------------------------------------------
 A tree's value is the sum over its leaves of one game per root-to-leaf path, and Shapley values
-are linear, so each path is explained on its own (GPUTreeShap's decomposition). On a path, the
-features met are merged into ``d`` unique elements (a feature split on twice is one element):
+are linear, so each path can be explained on its own (GPUTreeShap's decomposition). On a path
+the features met are merged into unique elements (a feature split on twice is one element):
 element ``j`` has a zero fraction ``z_j`` (the product of the data-count ratios child/parent at
 that feature's nodes on the path) and a one fraction ``o_j`` in ``{0, 1}`` (1 when the row takes
-the path's direction at every one of that feature's nodes). With ``U`` the set of satisfied
-elements (``o_j = 1``) and ``v`` the leaf value, the path's game is
-``f(S) = v * prod_{j in S} o_j * prod_{j not in S} z_j`` and its Shapley values work out as
-(``w(k, d) = k! (d-k-1)! / d!``, ``e_m`` the elementary symmetric polynomials)::
+the path's direction at every one of that feature's nodes). With ``q_j(t) = z_j + t (o_j -
+z_j)``, ``v`` the leaf value and ``P(t) = v * prod_j q_j(t)``, the Shapley value of element
+``i`` in the path's game is the integral of the multilinear extension's derivative along the
+diagonal::
 
-    T(A)  = v * prod_{j not in A} z_j * sum_k w(k, d) * e_{|A|-k}(z_A)
-    phi_i = -T(U)                             if i is not satisfied
-    phi_i = (1 - z_i) / z_i * T(U \\ {i})      if i is satisfied
+    phi_i = (o_i - z_i) * integral_0^1 P(t) / q_i(t) dt
 
-``T`` depends on the path and the subset only, not on the row, so it is computed once per path
-for all ``2^d`` subsets when the model is prepared (Fast TreeSHAP v2's trade of memory for
-time). Per row and tree: every internal node's decision is evaluated once and packed into a bit
-word; per leaf, one XOR with the path's directions and one AND per element give ``U``, and
-``d + 1`` table reads give the ``d`` contributions. That is ``O(T * L * D)`` simple operations
-per row, hardly any branch on the data, against the ``O(T * L * D^2)`` recursion with path copies
-and divisions of LightGBM's ``Tree::TreeSHAP``. The bias is ``sum over leaves of v * leaf_count /
-root_count`` (``Tree::ExpectedValue``). Rows go in blocks of up to 512, tree by tree, so that a
-tree's tables stay in cache for the whole block; a batch spreads its blocks over the cores
-(numba ``prange``), one lead runs in the calling thread, without the GIL (concurrent requests
-explain side by side).
+``P / q_i`` is a polynomial of degree ``d - 1`` (``d`` elements), so Gauss-Legendre quadrature
+with ``n = ceil(d / 2)`` points integrates it exactly: every polynomial is held as its values at
+the ``n`` points of its tree (``n`` from the tree's longest path), and every operation on it is
+point-wise (no division of polynomials, no binomial weights).
 
-Tables double with every element, so they are capped: a path gets one only if ``d <=
-max_table_elements`` (default 16), all its ``z`` are positive and the tables so far stay within
-``max_table_bytes`` (default 256 MiB, shortest paths first). Other paths are computed per row
-from the same formula: ``e(z_U)`` is built in ``O(d^2)`` and divided by ``(1 + z_i t)`` for each
-satisfied ``i`` (a stable recurrence since ``0 <= z_i <= 1``). Trees with more than 64 internal
-nodes (their decisions do not fit one word) build each leaf's mask from the mask of the path
-prefix it shares with the previous leaf instead.
+The paths of a tree share prefixes, so the tree is walked once, depth first (the idea of Linear
+TreeShap, Yu et al., NeurIPS 2022, arXiv 2209.08192, there with polynomial coefficients):
+
+* going down an edge ``e`` into a node, the path's product ``P`` is multiplied by the edge's
+  ``Q_e`` (the ``q`` of the edge's feature with the ratios and directions of that feature's
+  edges so far) and divided by the ``Q`` of the same feature's previous edge on the path, if any;
+* coming back up, ``H(c)``, the sum of ``P`` over the leaves below the child ``c``, is known,
+  and the edge contributes ``(O_e - Z_e - O_prev + Z_prev) * integral S_e(t) dt`` to its feature,
+  where ``S_e = (H(c) - sum of H below the feature's next edges) / Q_e + sum of their S``: the sum
+  of ``P_L / q_{f,L}`` over the leaves ``L`` below ``e``. Summed over a feature's edges on a path
+  the factors telescope to ``o_i - z_i`` of the leaf's element, which gives ``phi_i`` above.
+
+That is ``O(edges * n)`` point-wise operations per row and tree, with only the tree's structure
+read (the same for every row), against the ``O(leaves * depth^2)`` recursion with path copies and
+divisions of LightGBM's ``Tree::TreeSHAP``. ``1 / Q_e`` is prepared for both directions of each
+edge (``1 / (z (1 - t))`` and ``1 / (z + t (1 - z))``), so no division is left per row. An edge
+with ``z = 0`` (a child without training data) that the row leaves has ``Q_e = 0``: its inverse
+is taken as 0, which removes the leaves below it, as their games are 0 for every coalition. The
+bias is ``sum over leaves of v * leaf_count / root_count`` (``Tree::ExpectedValue``).
+
+Two kernels walk the same prepared arrays:
+
+* batches (from 4 rows): rows go in blocks of up to 64, tree by tree; the block's rows are the
+  inner, contiguous dimension of every polynomial (``point * rows + row``), so the walk's control
+  flow is shared by the block and the point-wise loops run over ``n * rows`` values (SIMD). The
+  block's decisions are taken node by node from a transposed copy of its rows. A batch spreads
+  its blocks over the cores (numba ``prange``);
+* one row (and batches of 1 to 3 rows): the same walk for one row, loops over the ``n`` points,
+  in the calling thread, without the GIL (concurrent requests explain side by side).
 
 Exactness: the same decisions as LightGBM's ``Tree::NumericalDecision`` and
 ``Tree::CategoricalDecision`` (missing types None/Zero/NaN, ``default_left``, ``kZeroThreshold``,
 inputs within ``kZeroThreshold`` of zero read as zero as LightGBM's dense-row reader does,
 categorical bitsets, negative or NaN categories going right), the same counts and leaf values
-(``dump_model`` prints them to full precision). Only the floating-point summation order differs:
-the values agree with ``pred_contrib`` to ~1e-13 (tested to 1e-6).
+(``dump_model`` prints them to full precision), float64 throughout. Only the floating-point
+summation order differs: the values agree with ``pred_contrib`` to ~1e-14 (tested to 1e-6), on
+paths of any length (the quadrature grows with them) and trees of any size.
 
 The prepared form (:class:`TreeShapEngine`) is plain numpy arrays: it is built once (when a
 :class:`leadscore.scorer.LeadScorer` is constructed or unpickled from an older version), is
 pickled with the model, and runs its compiled kernels once when built or unpickled, so no
-request pays numba's compilation (the kernels are also cached on disk, ``cache=True``).
+request pays numba's compilation (the kernels are also cached on disk, ``cache=True``). An
+engine pickled by the previous, table-based version is converted when it is loaded (its path
+arrays hold the trees, its zero fractions the data counts).
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,237 +86,369 @@ from numba import njit, prange
 K_ZERO_THRESHOLD = float(np.float32(1e-35))
 """LightGBM's ``kZeroThreshold`` (``1e-35f`` as a double)."""
 
-_CATEGORICAL = 1  # node_kind bits: categorical split; a NaN goes left; a zero goes left
+_CATEGORICAL = 1  # node kind bits: categorical split; a NaN goes left; a zero goes left
 _NAN_LEFT = 2
 _ZERO_LEFT = 4
 _MISSING_TYPES = {"None": 0, "Zero": 1, "NaN": 2}
-_WORD_NODES = 64  # trees with at most this many internal nodes pack their decisions in a word
-_MASK_BITS = 62  # paths with more unique features are read node by node
-_BLOCK_ROWS = 512  # rows explained together, tree by tree (a tree's tables stay in cache)
-_MIN_BLOCK_ROWS = 16
+_INTERNAL = 1  # edge kind bits: the child is an internal node; a deeper edge splits on its feature
+_HAS_NEXT = 2
+_BLOCK_ROWS = 64  # rows explained together, tree by tree (the rows are the SIMD dimension)
+_MIN_BLOCK_ROWS = 4  # fewer rows are explained one by one
+_FORMAT = 2  # of the pickled state; the table-based engine's state had no format
 _PARALLEL_LOCK = threading.Lock()  # numba's workqueue layer takes one parallel call at a time
+
+# Columns of the packed integer arrays.
+_N_FEATURE, _N_KIND, _N_CAT_START, _N_CAT_LEN = range(4)
+_T_NODE, _T_EDGE, _T_POINTS = range(3)
+_E_NODE, _E_LEFT, _E_DEPTH, _E_PREV, _E_FEATURE, _E_KIND, _E_INV = range(7)
 
 
 # -- compiled kernels ----------------------------------------------------------------------
 @njit(cache=True, nogil=True, inline="always")
 def _goes_left(
     fval: float, threshold: float, kind: int, cat_start: int, cat_len: int, cat_bits: np.ndarray
-) -> np.int64:
-    """LightGBM's ``Tree::Decision`` for one node: 1 for the left child, 0 for the right."""
+) -> float:
+    """LightGBM's ``Tree::Decision`` for one node: 1.0 for the left child, 0.0 for the right."""
     if kind & _CATEGORICAL:
         # static_cast<int> of NaN or of a value beyond int range is INT_MIN on x86: right.
         if np.isnan(fval) or fval >= 2147483648.0 or fval <= -2147483649.0:
-            return np.int64(0)
+            return 0.0
         category = int(fval)  # truncates towards zero, as static_cast<int> does
         if category < 0:
-            return np.int64(0)
+            return 0.0
         word = category >> 5
         if word >= cat_len:
-            return np.int64(0)
-        return np.int64((cat_bits[cat_start + word] >> (category & 31)) & 1)
+            return 0.0
+        return float((cat_bits[cat_start + word] >> (category & 31)) & 1)
     # Numerical: a NaN or a zero (within kZeroThreshold) takes the way prepared for it
     # (default_left for its missing type, else 0 <= threshold); any other value compares.
-    if np.isnan(fval):
-        return np.int64((kind >> 1) & 1)
-    if -K_ZERO_THRESHOLD <= fval <= K_ZERO_THRESHOLD:
-        return np.int64((kind >> 2) & 1)
-    return np.int64(fval <= threshold)
+    # Written as selects, not branches: zeros are common in counts and would be mispredicted.
+    res = 1.0 if fval <= threshold else 0.0
+    res = float((kind >> 2) & 1) if abs(fval) <= K_ZERO_THRESHOLD else res
+    return float((kind >> 1) & 1) if fval != fval else res
 
 
 @njit(cache=True, nogil=True)
-def _add_path(
+def _explain_row(
+    x: np.ndarray,
     phi: np.ndarray,
-    mask: int,
-    d: int,
-    e0: int,
-    v: float,
-    table: int,
-    tables: np.ndarray,
-    elem_feature: np.ndarray,
-    elem_z: np.ndarray,
-    elem_ratio: np.ndarray,
+    bias: float,
+    node_int: np.ndarray,
+    node_threshold: np.ndarray,
+    cat_bits: np.ndarray,
+    tree_int: np.ndarray,
+    edge_int: np.ndarray,
+    edge_float: np.ndarray,
+    edge_inv: np.ndarray,
+    points: np.ndarray,
     weights: np.ndarray,
-    satisfied: np.ndarray,
-    poly: np.ndarray,
-    deflated: np.ndarray,
+    max_depth: int,
+    max_nodes: int,
+    max_points: int,
 ) -> None:
-    """Add one path's contributions for a row, given its satisfied elements.
+    """Add the contributions of one row ``x`` to ``phi`` (the walk of the module docstring).
 
-    ``mask`` holds them as bits when ``d <= _MASK_BITS``; otherwise ``satisfied`` does.
+    Frames are indexed by depth; frame ``dummy`` stands for "no previous edge of the feature"
+    (``Q = 1``, ``O - Z = 0``), so that an edge's previous frame needs no test when read.
     """
-    if table >= 0:
-        unsatisfied = -tables[table + mask]
-        for e in range(d):
-            with_e = elem_ratio[e0 + e] * tables[table + (mask ^ (1 << e))]
-            phi[elem_feature[e0 + e]] += with_e if (mask >> e) & 1 else unsatisfied
-        return
-    # No table: the same formula, its polynomial built for this row.
-    if d <= _MASK_BITS:
-        for e in range(d):
-            satisfied[e] = (mask >> e) & 1
-    zv = v
-    u = 0
-    poly[0] = 1.0
-    for e in range(d):
-        z = elem_z[e0 + e]
-        if satisfied[e]:
-            u += 1
-            poly[u] = 0.0
-            for m in range(u, 0, -1):
-                poly[m] += z * poly[m - 1]
-        else:
-            zv *= z
-    w = weights[d]
-    unsatisfied = 0.0
-    if u < d:
-        total = 0.0
-        for k in range(u + 1):
-            total += w[k] * poly[u - k]
-        unsatisfied = zv * total
-    for e in range(d):
-        f = elem_feature[e0 + e]
-        if satisfied[e]:
-            z = elem_z[e0 + e]
-            deflated[0] = 1.0
-            for m in range(1, u):
-                deflated[m] = poly[m] - z * deflated[m - 1]
-            total = 0.0
-            for k in range(u):
-                total += w[k] * deflated[u - 1 - k]
-            phi[f] += zv * (1.0 - z) * total
-        else:
-            phi[f] -= unsatisfied
+    n_trees = tree_int.shape[0] - 1
+    depth_frames = max_depth + 2
+    dummy = depth_frames - 1
+    left = np.empty(max(max_nodes, 1))
+    P = np.empty((depth_frames, max_points))  # product over the path's elements
+    H = np.empty((depth_frames, max_points))  # sum of P over the leaves below
+    acc_h = np.empty((depth_frames, max_points))  # sum of H below the feature's next edges
+    inv_q = np.empty((depth_frames, max_points))
+    acc_s = np.empty(depth_frames)  # sum of the integrals of S of the feature's next edges
+    ones = np.empty(depth_frames)  # O of the frame's edge
+    zeros = np.empty(depth_frames)  # Z of the frame's edge
+    feature = np.empty(depth_frames, dtype=np.int64)
+    previous = np.empty(depth_frames, dtype=np.int64)
+    has_next = np.empty(depth_frames, dtype=np.int64)
+    ones[dummy] = 1.0
+    zeros[dummy] = 1.0
+    for tree in range(n_trees):
+        n0 = tree_int[tree, _T_NODE]
+        n1 = tree_int[tree + 1, _T_NODE]
+        e0 = tree_int[tree, _T_EDGE]
+        e1 = tree_int[tree + 1, _T_EDGE]
+        n = tree_int[tree, _T_POINTS]
+        t = points[n]
+        w = weights[n]
+        for k in range(n0, n1):
+            left[k - n0] = _goes_left(
+                x[node_int[k, _N_FEATURE]],
+                node_threshold[k],
+                node_int[k, _N_KIND],
+                node_int[k, _N_CAT_START],
+                node_int[k, _N_CAT_LEN],
+                cat_bits,
+            )
+        for j in range(n):
+            P[0, j] = 1.0
+            H[0, j] = 0.0
+        cur = 0
+        for e in range(e0, e1 + 1):
+            depth = edge_int[e, _E_DEPTH] if e < e1 else 1
+            while cur >= depth:  # the subtrees of the frames this deep are complete
+                p = previous[cur]
+                s = acc_s[cur]
+                if has_next[cur]:
+                    for j in range(n):
+                        s += w[j] * inv_q[cur, j] * (H[cur, j] - acc_h[cur, j])
+                else:
+                    for j in range(n):
+                        s += w[j] * inv_q[cur, j] * H[cur, j]
+                phi[feature[cur]] += (ones[cur] - zeros[cur] - ones[p] + zeros[p]) * s
+                acc_s[p] += s
+                if p != dummy:
+                    for j in range(n):
+                        h = H[cur, j]
+                        H[cur - 1, j] += h
+                        acc_h[p, j] += h
+                else:
+                    for j in range(n):
+                        H[cur - 1, j] += H[cur, j]
+                cur -= 1
+            if e == e1:
+                break
+            p = edge_int[e, _E_PREV]
+            if p == 0:
+                p = dummy
+            o = ones[p] if left[edge_int[e, _E_NODE]] == edge_int[e, _E_LEFT] else 0.0
+            z = edge_float[e, 0]
+            oz = o - z
+            kind = edge_int[e, _E_KIND]
+            if kind & _INTERNAL:
+                inv = edge_int[e, _E_INV]
+                column = 1 if o != 0.0 else 0
+                if p != dummy:
+                    for j in range(n):
+                        P[depth, j] = P[depth - 1, j] * (z + t[j] * oz) * inv_q[p, j]
+                        inv_q[depth, j] = edge_inv[inv + j, column]
+                        H[depth, j] = 0.0
+                else:
+                    for j in range(n):
+                        P[depth, j] = P[depth - 1, j] * (z + t[j] * oz)
+                        inv_q[depth, j] = edge_inv[inv + j, column]
+                        H[depth, j] = 0.0
+                if kind & _HAS_NEXT:
+                    for j in range(n):
+                        acc_h[depth, j] = 0.0
+                acc_s[depth] = 0.0
+                ones[depth] = o
+                zeros[depth] = z
+                feature[depth] = edge_int[e, _E_FEATURE]
+                previous[depth] = p
+                has_next[depth] = kind & _HAS_NEXT
+                cur = depth
+                continue
+            # A leaf: its S is v * P of the parent without the feature's previous factor.
+            v = edge_float[e, 1]
+            s = 0.0
+            if p != dummy:
+                for j in range(n):
+                    pv = v * P[depth - 1, j] * inv_q[p, j]
+                    s += w[j] * pv
+                    h = pv * (z + t[j] * oz)
+                    H[depth - 1, j] += h
+                    acc_h[p, j] += h
+            else:
+                for j in range(n):
+                    pv = v * P[depth - 1, j]
+                    s += w[j] * pv
+                    H[depth - 1, j] += pv * (z + t[j] * oz)
+            phi[edge_int[e, _E_FEATURE]] += (oz - ones[p] + zeros[p]) * s
+            acc_s[p] += s
+    phi[phi.shape[0] - 1] += bias
 
 
 @njit(cache=True, nogil=True)
-def _explain_range(
+def _explain_block(
     X: np.ndarray,
     out: np.ndarray,
     r0: int,
-    r1: int,
+    rows: int,
     bias: float,
-    node_feature: np.ndarray,
+    node_int: np.ndarray,
     node_threshold: np.ndarray,
-    node_kind: np.ndarray,
-    node_cat_start: np.ndarray,
-    node_cat_len: np.ndarray,
     cat_bits: np.ndarray,
-    tree_node_start: np.ndarray,
-    tree_path_start: np.ndarray,
-    tree_word: np.ndarray,
-    path_value: np.ndarray,
-    path_elem_start: np.ndarray,
-    path_table_start: np.ndarray,
-    path_dir: np.ndarray,
-    path_prefix: np.ndarray,
-    path_node_start: np.ndarray,
-    path_full_start: np.ndarray,
-    elem_feature: np.ndarray,
-    elem_z: np.ndarray,
-    elem_ratio: np.ndarray,
-    elem_nodes: np.ndarray,
-    pnode_node: np.ndarray,
-    pnode_left: np.ndarray,
-    pnode_elem: np.ndarray,
-    full_node: np.ndarray,
-    full_left: np.ndarray,
-    full_elem: np.ndarray,
-    tables: np.ndarray,
+    tree_int: np.ndarray,
+    edge_int: np.ndarray,
+    edge_float: np.ndarray,
+    edge_inv: np.ndarray,
+    points: np.ndarray,
     weights: np.ndarray,
+    max_depth: int,
     max_nodes: int,
-    max_elems: int,
+    max_points: int,
 ) -> None:
-    """Add the contributions of rows ``r0:r1`` of ``X`` to ``out`` (zeroed by the caller).
+    """Add the contributions of rows ``r0:r0 + rows`` of ``X`` to ``out``, tree by tree.
 
-    Rows are taken tree by tree, so a tree's arrays and tables stay in cache for the block.
+    :func:`_explain_row` for a block of rows at once: a frame holds ``n * rows`` values, point
+    major, row minor, and the per-row quantities (``O``, the integrals) are vectors of rows.
     """
-    n_trees = tree_node_start.shape[0] - 1
-    n_features = out.shape[1] - 1
-    left = np.empty(max(max_nodes, 1), dtype=np.int64)
-    masks = np.empty(max_nodes + 2, dtype=np.int64)  # masks[k]: after the first k path nodes
-    masks[0] = -1
-    satisfied = np.empty(max(max_elems, 1), dtype=np.int64)
-    poly = np.empty(max_elems + 1)
-    deflated = np.empty(max_elems + 1)
-    for t in range(n_trees):
-        n0 = tree_node_start[t]
-        n1 = tree_node_start[t + 1]
-        p0 = tree_path_start[t]
-        p1 = tree_path_start[t + 1]
-        word = tree_word[t]
-        for r in range(r0, r1):
-            x = X[r]
-            phi = out[r]
-            if word:
-                decisions = 0
-                for k in range(n0, n1):
-                    decisions |= _goes_left(
-                        x[node_feature[k]],
-                        node_threshold[k],
-                        node_kind[k],
-                        node_cat_start[k],
-                        node_cat_len[k],
-                        cat_bits,
-                    ) << (k - n0)
-                for p in range(p0, p1):
-                    e0 = path_elem_start[p]
-                    d = path_elem_start[p + 1] - e0
-                    off = decisions ^ path_dir[p]  # nodes where the row leaves the path
-                    mask = 0
-                    for e in range(d):
-                        mask |= int((off & elem_nodes[e0 + e]) == 0) << e
-                    table = path_table_start[p]
-                    if table >= 0:
-                        unsatisfied = -tables[table + mask]
-                        for e in range(d):
-                            with_e = elem_ratio[e0 + e] * tables[table + (mask ^ (1 << e))]
-                            phi[elem_feature[e0 + e]] += with_e if (mask >> e) & 1 else unsatisfied
-                        continue
-                    _add_path(
-                        phi, mask, d, e0, path_value[p], path_table_start[p], tables,
-                        elem_feature, elem_z, elem_ratio, weights, satisfied, poly, deflated,
-                    )  # fmt: skip
+    R = rows
+    n_trees = tree_int.shape[0] - 1
+    depth_frames = max_depth + 2
+    dummy = depth_frames - 1
+    lanes = max_points * R
+    left = np.empty((max(max_nodes, 1), R))
+    P = np.empty((depth_frames, lanes))
+    H = np.empty((depth_frames, lanes))
+    acc_h = np.empty((depth_frames, lanes))
+    inv_q = np.empty((depth_frames, lanes))
+    acc_s = np.empty((depth_frames, R))
+    ones = np.empty((depth_frames, R))
+    zeros = np.empty(depth_frames)
+    feature = np.empty(depth_frames, dtype=np.int64)
+    previous = np.empty(depth_frames, dtype=np.int64)
+    has_next = np.empty(depth_frames, dtype=np.int64)
+    o = np.empty(R)
+    s = np.empty(R)
+    ones[dummy, :] = 1.0
+    zeros[dummy] = 1.0
+    Xt = np.empty((X.shape[1], R))  # the block by feature: a node reads one contiguous row
+    for r in range(R):
+        for c in range(X.shape[1]):
+            Xt[c, r] = X[r0 + r, c]
+    for tree in range(n_trees):
+        n0 = tree_int[tree, _T_NODE]
+        n1 = tree_int[tree + 1, _T_NODE]
+        e0 = tree_int[tree, _T_EDGE]
+        e1 = tree_int[tree + 1, _T_EDGE]
+        n = tree_int[tree, _T_POINTS]
+        nl = n * R
+        t = points[n]
+        w = weights[n]
+        for k in range(n0, n1):
+            xf = Xt[node_int[k, _N_FEATURE]]
+            threshold = node_threshold[k]
+            kind = node_int[k, _N_KIND]
+            cat_start = node_int[k, _N_CAT_START]
+            cat_len = node_int[k, _N_CAT_LEN]
+            for r in range(R):
+                left[k - n0, r] = _goes_left(xf[r], threshold, kind, cat_start, cat_len, cat_bits)
+        for j in range(nl):
+            P[0, j] = 1.0
+            H[0, j] = 0.0
+        cur = 0
+        for e in range(e0, e1 + 1):
+            depth = edge_int[e, _E_DEPTH] if e < e1 else 1
+            while cur >= depth:
+                p = previous[cur]
+                for r in range(R):
+                    s[r] = acc_s[cur, r]
+                if has_next[cur]:
+                    for k in range(n):
+                        wk = w[k]
+                        for r in range(R):
+                            j = k * R + r
+                            s[r] += wk * inv_q[cur, j] * (H[cur, j] - acc_h[cur, j])
+                else:
+                    for k in range(n):
+                        wk = w[k]
+                        for r in range(R):
+                            j = k * R + r
+                            s[r] += wk * inv_q[cur, j] * H[cur, j]
+                f = feature[cur]
+                dz = zeros[p] - zeros[cur]
+                for r in range(R):
+                    out[r0 + r, f] += (ones[cur, r] - ones[p, r] + dz) * s[r]
+                    acc_s[p, r] += s[r]
+                if p != dummy:
+                    for j in range(nl):
+                        h = H[cur, j]
+                        H[cur - 1, j] += h
+                        acc_h[p, j] += h
+                else:
+                    for j in range(nl):
+                        H[cur - 1, j] += H[cur, j]
+                cur -= 1
+            if e == e1:
+                break
+            p = edge_int[e, _E_PREV]
+            if p == 0:
+                p = dummy
+            node = edge_int[e, _E_NODE]
+            way = float(edge_int[e, _E_LEFT])
+            for r in range(R):
+                o[r] = ones[p, r] if left[node, r] == way else 0.0
+            z = edge_float[e, 0]
+            kind = edge_int[e, _E_KIND]
+            if kind & _INTERNAL:
+                inv = edge_int[e, _E_INV]
+                for k in range(n):
+                    tk = t[k]
+                    inv0 = edge_inv[inv + k, 0]
+                    inv1 = edge_inv[inv + k, 1]
+                    if p != dummy:
+                        for r in range(R):
+                            j = k * R + r
+                            P[depth, j] = P[depth - 1, j] * (z + tk * (o[r] - z)) * inv_q[p, j]
+                            inv_q[depth, j] = inv1 if o[r] != 0.0 else inv0
+                    else:
+                        for r in range(R):
+                            j = k * R + r
+                            P[depth, j] = P[depth - 1, j] * (z + tk * (o[r] - z))
+                            inv_q[depth, j] = inv1 if o[r] != 0.0 else inv0
+                for j in range(nl):
+                    H[depth, j] = 0.0
+                if kind & _HAS_NEXT:
+                    for j in range(nl):
+                        acc_h[depth, j] = 0.0
+                for r in range(R):
+                    acc_s[depth, r] = 0.0
+                    ones[depth, r] = o[r]
+                zeros[depth] = z
+                feature[depth] = edge_int[e, _E_FEATURE]
+                previous[depth] = p
+                has_next[depth] = kind & _HAS_NEXT
+                cur = depth
                 continue
-            for k in range(n0, n1):
-                left[k - n0] = _goes_left(
-                    x[node_feature[k]],
-                    node_threshold[k],
-                    node_kind[k],
-                    node_cat_start[k],
-                    node_cat_len[k],
-                    cat_bits,
-                )
-            for p in range(p0, p1):
-                # The mask of the path prefix shared with the previous leaf, then its own nodes.
-                depth = path_prefix[p]
-                mask = masks[depth]
-                for q in range(path_node_start[p], path_node_start[p + 1]):
-                    element = pnode_elem[q]
-                    if element < _MASK_BITS:
-                        mask &= ~((left[pnode_node[q]] ^ pnode_left[q]) << element)
-                    depth += 1
-                    masks[depth] = mask
-                e0 = path_elem_start[p]
-                d = path_elem_start[p + 1] - e0
-                if d <= _MASK_BITS:
-                    mask &= (1 << d) - 1
-                else:  # more elements than mask bits: read the whole path
-                    satisfied[:d] = 1
-                    for q in range(path_full_start[p], path_full_start[p + 1]):
-                        if left[full_node[q]] != full_left[q]:
-                            satisfied[full_elem[q]] = 0
-                _add_path(
-                    phi, mask, d, e0, path_value[p], path_table_start[p], tables,
-                    elem_feature, elem_z, elem_ratio, weights, satisfied, poly, deflated,
-                )  # fmt: skip
-    for r in range(r0, r1):
-        out[r, n_features] += bias
+            v = edge_float[e, 1]
+            for r in range(R):
+                s[r] = 0.0
+            for k in range(n):
+                tk = t[k]
+                wk = w[k]
+                if p != dummy:
+                    for r in range(R):
+                        j = k * R + r
+                        pv = v * P[depth - 1, j] * inv_q[p, j]
+                        s[r] += wk * pv
+                        h = pv * (z + tk * (o[r] - z))
+                        H[depth - 1, j] += h
+                        acc_h[p, j] += h
+                else:
+                    for r in range(R):
+                        j = k * R + r
+                        pv = v * P[depth - 1, j]
+                        s[r] += wk * pv
+                        H[depth - 1, j] += pv * (z + tk * (o[r] - z))
+            f = edge_int[e, _E_FEATURE]
+            for r in range(R):
+                out[r0 + r, f] += (o[r] - ones[p, r] + zeros[p] - z) * s[r]
+                acc_s[p, r] += s[r]
+    nf = out.shape[1] - 1
+    for r in range(R):
+        out[r0 + r, nf] += bias
+
+
+@njit(cache=True, nogil=True)
+def _explain_range(X: np.ndarray, out: np.ndarray, r0: int, r1: int, *model: Any) -> None:
+    """Rows ``r0:r1``: in blocks, or one by one when they are too few for a block."""
+    if r1 - r0 < _MIN_BLOCK_ROWS:
+        for r in range(r0, r1):
+            _explain_row(X[r], out[r], *model)
+        return
+    for b0 in range(r0, r1, _BLOCK_ROWS):
+        _explain_block(X, out, b0, min(_BLOCK_ROWS, r1 - b0), *model)
 
 
 @njit(cache=True, nogil=True)
 def _explain_serial(X: np.ndarray, out: np.ndarray, *model: Any) -> None:
-    for r0 in range(0, X.shape[0], _BLOCK_ROWS):
-        _explain_range(X, out, r0, min(r0 + _BLOCK_ROWS, X.shape[0]), *model)
+    _explain_range(X, out, 0, X.shape[0], *model)
 
 
 @njit(cache=True, parallel=True)
@@ -312,118 +459,76 @@ def _explain_parallel(X: np.ndarray, out: np.ndarray, block: int, *model: Any) -
         _explain_range(X, out, r0, min(r0 + block, X.shape[0]), *model)
 
 
-@njit(cache=True, nogil=True)
-def _fill_tables(
-    path_value: np.ndarray,
-    elem_z: np.ndarray,
-    path_elem_start: np.ndarray,
-    path_table_start: np.ndarray,
-    weights: np.ndarray,
-    tables: np.ndarray,
-) -> None:
-    """``T(A)`` of every subset ``A`` of every tabled path's elements."""
-    for p in range(path_table_start.shape[0]):
-        start = path_table_start[p]
-        if start < 0:
-            continue
-        e0 = path_elem_start[p]
-        d = path_elem_start[p + 1] - e0
-        n = 1 << d
-        # poly[A, m]: the m-th elementary symmetric polynomial of the z of subset A
-        poly = np.zeros((n, d + 1))
-        poly[0, 0] = 1.0
-        for a in range(1, n):
-            low = 0
-            while not (a >> low) & 1:
-                low += 1
-            prev = a ^ (1 << low)
-            z = elem_z[e0 + low]
-            poly[a, 0] = 1.0
-            for m in range(1, d + 1):
-                poly[a, m] = poly[prev, m] + z * poly[prev, m - 1]
-        w = weights[d]
-        for a in range(n):
-            u = 0
-            outside = path_value[p]
-            for e in range(d):
-                if (a >> e) & 1:
-                    u += 1
-                else:
-                    outside *= elem_z[e0 + e]
-            total = 0.0
-            for k in range(min(u, d - 1) + 1):
-                total += w[k] * poly[a, u - k]
-            tables[start + a] = outside * total
-
-
 # -- preparing a booster -------------------------------------------------------------------
 @dataclass
+class _Tree:
+    """One tree's shape: internal nodes ``0..k-1`` (0 the root), children as node indices or
+    ``~leaf``, and the data reaching each node and leaf (counts, or shares of the root's)."""
+
+    left: list[int] = field(default_factory=list)
+    right: list[int] = field(default_factory=list)
+    node_count: list[float] = field(default_factory=list)
+    leaf_value: list[float] = field(default_factory=list)
+    leaf_count: list[float] = field(default_factory=list)
+
+
+@dataclass
 class _Builder:
-    """Flat arrays of a model's trees and paths while they are read from ``dump_model``."""
+    """Flat arrays of a model's nodes and edges while its trees are read."""
 
-    node_feature: list[int] = field(default_factory=list)
+    node_int: list[tuple[int, int, int, int]] = field(default_factory=list)
     node_threshold: list[float] = field(default_factory=list)
-    node_kind: list[int] = field(default_factory=list)
-    node_cat_start: list[int] = field(default_factory=list)
-    node_cat_len: list[int] = field(default_factory=list)
     cat_bits: list[int] = field(default_factory=list)
-    tree_node_start: list[int] = field(default_factory=lambda: [0])
-    tree_path_start: list[int] = field(default_factory=lambda: [0])
-    tree_word: list[int] = field(default_factory=list)
-    path_value: list[float] = field(default_factory=list)
-    path_elem_start: list[int] = field(default_factory=lambda: [0])
-    path_dir: list[int] = field(default_factory=list)
-    path_prefix: list[int] = field(default_factory=list)
-    path_node_start: list[int] = field(default_factory=lambda: [0])
-    path_full_start: list[int] = field(default_factory=lambda: [0])
-    elem_feature: list[int] = field(default_factory=list)
-    elem_z: list[float] = field(default_factory=list)
-    elem_nodes: list[int] = field(default_factory=list)
-    pnode_node: list[int] = field(default_factory=list)
-    pnode_left: list[int] = field(default_factory=list)
-    pnode_elem: list[int] = field(default_factory=list)
-    full_node: list[int] = field(default_factory=list)
-    full_left: list[int] = field(default_factory=list)
-    full_elem: list[int] = field(default_factory=list)
+    tree_int: list[tuple[int, int, int]] = field(default_factory=list)
+    edge_int: list[list[int]] = field(default_factory=list)
+    edge_float: list[tuple[float, float]] = field(default_factory=list)
+    edge_points: list[int] = field(default_factory=list)  # per edge: its tree's point count
     bias: float = 0.0
-    previous_steps: list[tuple[int, int, int]] = field(default_factory=list)
 
-    def add_tree(self, index: int, root: Mapping[str, Any]) -> None:
-        first_path = len(self.path_value)
+    def add_dump_tree(self, index: int, root: Mapping[str, Any]) -> None:
+        """Read one tree of ``dump_model``."""
         if "leaf_value" in root:  # a tree without a split: a constant
             self.bias += float(root["leaf_value"])
-            self._close_tree(first_path)
+            self.add_tree(_Tree(), len(self.node_int))
             return
-        first = len(self.node_feature)
         total = float(root["internal_count"])
         if total <= 0:
             raise ValueError(f"tree {index}: root internal_count must be positive, not {total}")
-        # Depth-first, left first; a path is the list of (node, went left, count ratio).
-        stack: list[tuple[Mapping[str, Any], list[tuple[int, bool, float]]]] = [(root, [])]
+        first = len(self.node_int)
+        tree = _Tree()
+        order: list[Mapping[str, Any]] = []  # internal nodes, local index = position
+        stack = [root]
         while stack:
-            node, path = stack.pop()
-            if "leaf_value" in node:
-                if "leaf_coeff" in node:
-                    raise ValueError(f"tree {index}: linear trees are not supported")
-                value = float(node["leaf_value"])
-                self.bias += value * float(node["leaf_count"]) / total
-                self._add_path(first, value, path)
-                continue
-            local = len(self.node_feature) - first
+            node = stack.pop()
+            order.append(node)
+            for side in ("right_child", "left_child"):
+                if "leaf_value" not in node[side]:
+                    stack.append(node[side])
+        local = {id(node): i for i, node in enumerate(order)}
+        for node in order:
             self._add_node(index, node)
-            count = float(node["internal_count"])
-            for child, went_left in ((node["right_child"], False), (node["left_child"], True)):
-                child_count = float(child.get("internal_count", child.get("leaf_count", 0.0)))
-                ratio = child_count / count if count > 0 else 0.0
-                stack.append((child, [*path, (local, went_left, ratio)]))
-        self._close_tree(first_path)
+            tree.node_count.append(float(node["internal_count"]))
+            for side, children in (("left_child", tree.left), ("right_child", tree.right)):
+                child = node[side]
+                if "leaf_value" in child:
+                    if "leaf_coeff" in child:
+                        raise ValueError(f"tree {index}: linear trees are not supported")
+                    children.append(~len(tree.leaf_value))
+                    tree.leaf_value.append(float(child["leaf_value"]))
+                    tree.leaf_count.append(float(child["leaf_count"]))
+                else:
+                    children.append(local[id(child)])
+        self.bias += (
+            sum(v * c for v, c in zip(tree.leaf_value, tree.leaf_count, strict=True)) / total
+        )
+        self.add_tree(tree, first)
 
     def _add_node(self, index: int, node: Mapping[str, Any]) -> None:
         missing = _MISSING_TYPES.get(str(node.get("missing_type", "None")))
         if missing is None:
             raise ValueError(f"tree {index}: unknown missing_type {node.get('missing_type')!r}")
         default_left = bool(node.get("default_left"))
-        self.node_feature.append(int(node["split_feature"]))
+        feature = int(node["split_feature"])
         if node["decision_type"] == "==":
             categories = [int(c) for c in str(node["threshold"]).split("||") if c != ""]
             words = (max(categories, default=-1) >> 5) + 1
@@ -431,10 +536,8 @@ class _Builder:
             for c in categories:
                 if c >= 0:
                     bits[c >> 5] |= 1 << (c & 31)
-            self.node_kind.append(_CATEGORICAL)
+            self.node_int.append((feature, _CATEGORICAL, len(self.cat_bits), words))
             self.node_threshold.append(0.0)
-            self.node_cat_start.append(len(self.cat_bits))
-            self.node_cat_len.append(words)
             self.cat_bits.extend(bits)
         elif node["decision_type"] == "<=":
             threshold = float(node["threshold"])
@@ -442,107 +545,150 @@ class _Builder:
             # (or a NaN read as one) goes the default way when the missing type is Zero.
             zero_left = default_left if missing == 1 else threshold >= 0.0
             nan_left = default_left if missing == 2 else zero_left
-            self.node_kind.append(_NAN_LEFT * nan_left | _ZERO_LEFT * zero_left)
+            self.node_int.append((feature, _NAN_LEFT * nan_left | _ZERO_LEFT * zero_left, 0, 0))
             self.node_threshold.append(threshold)
-            self.node_cat_start.append(0)
-            self.node_cat_len.append(0)
         else:
             raise ValueError(f"tree {index}: unknown decision_type {node['decision_type']!r}")
 
-    def _add_path(self, first: int, value: float, path: list[tuple[int, bool, float]]) -> None:
-        elements: dict[int, int] = {}  # feature -> element index, in order of first appearance
-        z: list[float] = []
-        nodes: list[int] = []  # per element: its nodes on the path, as bits
-        steps: list[tuple[int, int, int]] = []  # (node, went left, element)
-        directions = 0
-        for local, went_left, ratio in path:
-            feature = self.node_feature[first + local]
-            if feature not in elements:
-                elements[feature] = len(z)
-                z.append(1.0)
-                nodes.append(0)
-            element = elements[feature]
-            z[element] *= ratio
-            if local < _WORD_NODES:
-                nodes[element] |= 1 << local
-                directions |= int(went_left) << local
-            steps.append((local, int(went_left), element))
-        # Nodes shared with the previous leaf of the tree need not be read again.
-        shared = 0
-        previous = self.previous_steps
-        while shared < min(len(steps), len(previous)) and steps[shared] == previous[shared]:
-            shared += 1
-        self.previous_steps = steps
-        self.path_prefix.append(shared)
-        for local, direction, element in steps[shared:]:
-            self.pnode_node.append(local)
-            self.pnode_left.append(direction)
-            self.pnode_elem.append(element)
-        if len(z) > _MASK_BITS:  # too many elements for a bit mask: keep the whole path
-            for local, direction, element in steps:
-                self.full_node.append(local)
-                self.full_left.append(direction)
-                self.full_elem.append(element)
-        self.path_full_start.append(len(self.full_node))
-        self.path_dir.append(_signed64(directions))
-        self.elem_feature.extend(elements)
-        self.elem_z.extend(z)
-        self.elem_nodes.extend(_signed64(bits) for bits in nodes)
-        self.path_value.append(value)
-        self.path_elem_start.append(len(self.elem_feature))
-        self.path_node_start.append(len(self.pnode_node))
+    def add_tree(self, tree: _Tree, first: int) -> None:
+        """The edges of ``tree`` (its nodes are ``node_int[first:]``), depth first, left first.
 
-    def _close_tree(self, first_path: int) -> None:
-        self.previous_steps = []
-        n_nodes = len(self.node_feature) - self.tree_node_start[-1]
-        longest = max(
-            (
-                self.path_elem_start[p + 1] - self.path_elem_start[p]
-                for p in range(first_path, len(self.path_value))
-            ),
-            default=0,
+        An edge records its depth, the depth of the previous edge of its feature on the path
+        (0: none), its ``Z`` (the product of that feature's ratios on the path so far) and, for a
+        leaf, the leaf's value.
+        """
+        e_first = len(self.edge_int)
+        longest = 0  # most unique features on a path
+        if tree.left:
+            # (child, parent, went left, depth, {feature: (depth, Z)} of the path above)
+            stack: list[tuple[int, int, int, int, dict[int, tuple[int, float]]]] = [
+                (tree.right[0], 0, 0, 1, {}),
+                (tree.left[0], 0, 1, 1, {}),
+            ]
+            while stack:
+                child, parent, went_left, depth, above = stack.pop()
+                feature = self.node_int[first + parent][_N_FEATURE]
+                previous, z = above.get(feature, (0, 1.0))
+                count = tree.node_count[parent]
+                child_count = tree.leaf_count[~child] if child < 0 else tree.node_count[child]
+                z *= child_count / count if count > 0 else 0.0
+                path = {**above, feature: (depth, z)}
+                kind = 0 if child < 0 else _INTERNAL
+                value = tree.leaf_value[~child] if child < 0 else 0.0
+                self.edge_int.append([parent, went_left, depth, previous, feature, kind, -1])
+                self.edge_float.append((z, value))
+                if child < 0:
+                    longest = max(longest, len(path))
+                    continue
+                stack.append((tree.right[child], child, 0, depth + 1, path))
+                stack.append((tree.left[child], child, 1, depth + 1, path))
+        # An edge has a next edge of its feature when one below names its depth as previous.
+        open_edges: list[int] = []  # the edges on the path to the current one
+        for e in range(e_first, len(self.edge_int)):
+            row = self.edge_int[e]
+            while open_edges and self.edge_int[open_edges[-1]][_E_DEPTH] >= row[_E_DEPTH]:
+                open_edges.pop()
+            if row[_E_PREV]:
+                self.edge_int[open_edges[row[_E_PREV] - 1]][_E_KIND] |= _HAS_NEXT
+            open_edges.append(e)
+        points = max((longest + 1) // 2, 1)
+        self.edge_points.extend([points] * (len(self.edge_int) - e_first))
+        self.tree_int.append((first, e_first, points))
+
+
+def _gauss_legendre(max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """``points[n, :n]``, ``weights[n, :n]``: the ``n``-point Gauss-Legendre rule on [0, 1]."""
+    points = np.zeros((max_points + 1, max_points))
+    weights = np.zeros((max_points + 1, max_points))
+    for n in range(1, max_points + 1):
+        x, w = np.polynomial.legendre.leggauss(n)
+        points[n, :n] = (x + 1.0) / 2.0
+        weights[n, :n] = w / 2.0
+    return points, weights
+
+
+def _arrays(builder: _Builder, n_nodes_total: int) -> dict[str, np.ndarray]:
+    """The engine's arrays from a builder that has read every tree."""
+    tree_int = np.asarray(
+        [*builder.tree_int, (n_nodes_total, len(builder.edge_int), 0)], dtype=np.int64
+    ).reshape(-1, 3)
+    edge_int = np.asarray(builder.edge_int, dtype=np.int64).reshape(-1, 7)
+    edge_float = np.asarray(builder.edge_float, dtype=np.float64).reshape(-1, 2)
+    max_points = int(tree_int[:-1, _T_POINTS].max(initial=1))
+    points, weights = _gauss_legendre(max_points)
+    # 1 / Q of every internal edge at its tree's points, for a row that leaves the edge's
+    # direction (column 0: 1 / (z (1 - t)), 0 when z = 0) and one that keeps it (column 1).
+    internal = np.flatnonzero(edge_int[:, _E_KIND] & _INTERNAL)
+    n_points = np.asarray(builder.edge_points, dtype=np.int64)[internal]
+    starts = np.concatenate([[0], np.cumsum(n_points)])
+    edge_int[internal, _E_INV] = starts[:-1]
+    edge_inv = np.zeros((int(starts[-1]), 2))
+    for n in np.unique(n_points):
+        chosen = n_points == n
+        z = edge_float[internal[chosen], 0][:, None]
+        t = points[n, :n][None, :]
+        rows = (starts[:-1][chosen][:, None] + np.arange(n)[None, :]).ravel()
+        with np.errstate(divide="ignore"):
+            edge_inv[rows, 0] = np.where(z > 0, 1.0 / (z * (1.0 - t)), 0.0).ravel()
+            edge_inv[rows, 1] = (1.0 / (z + t * (1.0 - z))).ravel()
+    return {
+        "node_int": np.asarray(builder.node_int, dtype=np.int64).reshape(-1, 4),
+        "node_threshold": np.asarray(builder.node_threshold, dtype=np.float64),
+        "cat_bits": np.asarray(builder.cat_bits, dtype=np.uint32),
+        "tree_int": tree_int,
+        "edge_int": edge_int,
+        "edge_float": edge_float,
+        "edge_inv": edge_inv,
+        "points": points,
+        "weights": weights,
+    }
+
+
+def _arrays_from_table_engine(old: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Convert the arrays of the previous, table-based engine (its pickles).
+
+    Its nodes are encoded as here; each path lists its nodes (the prefix shared with the
+    previous path of the tree, then its own) and the product of its elements' zero fractions,
+    which is the share of the root's data reaching the leaf. A node's share is the sum of its
+    children's, so the count ratios, hence everything else, follow.
+    """
+    builder = _Builder()
+    builder.node_int = [
+        (int(f), int(k), int(s), int(n))
+        for f, k, s, n in zip(
+            old["node_feature"],
+            old["node_kind"],
+            old["node_cat_start"],
+            old["node_cat_len"],
+            strict=True,
         )
-        self.tree_word.append(int(n_nodes <= _WORD_NODES and longest <= _MASK_BITS))
-        self.tree_node_start.append(len(self.node_feature))
-        self.tree_path_start.append(len(self.path_value))
-
-
-def _signed64(bits: int) -> int:
-    """A 64-bit pattern as the int64 holding it."""
-    return bits - (1 << 64) if bits >= 1 << 63 else bits
-
-
-def _shapley_weights(max_elems: int) -> np.ndarray:
-    """``weights[d, k] = k! (d-k-1)! / d! = 1 / (d * C(d-1, k))`` for ``0 <= k < d``."""
-    weights = np.zeros((max_elems + 1, max_elems + 1))
-    for d in range(1, max_elems + 1):
-        for k in range(d):
-            weights[d, k] = 1.0 / (d * math.comb(d - 1, k))
-    return weights
-
-
-_INT_ARRAYS = (
-    "node_feature",
-    "node_kind",
-    "node_cat_start",
-    "node_cat_len",
-    "tree_node_start",
-    "tree_path_start",
-    "tree_word",
-    "path_elem_start",
-    "path_dir",
-    "path_prefix",
-    "path_node_start",
-    "path_full_start",
-    "elem_feature",
-    "elem_nodes",
-    "pnode_node",
-    "pnode_left",
-    "pnode_elem",
-    "full_node",
-    "full_left",
-    "full_elem",
-)
+    ]
+    builder.node_threshold = [float(v) for v in old["node_threshold"]]
+    builder.cat_bits = [int(b) for b in old["cat_bits"]]
+    node_start, path_start = old["tree_node_start"], old["tree_path_start"]
+    elem_start, elem_z = old["path_elem_start"], old["elem_z"]
+    for i in range(len(node_start) - 1):
+        first, n_nodes = int(node_start[i]), int(node_start[i + 1] - node_start[i])
+        tree = _Tree(left=[0] * n_nodes, right=[0] * n_nodes, node_count=[0.0] * n_nodes)
+        steps: list[tuple[int, int]] = []
+        for p in range(int(path_start[i]), int(path_start[i + 1])):
+            own = range(int(old["path_node_start"][p]), int(old["path_node_start"][p + 1]))
+            steps = steps[: int(old["path_prefix"][p])] + [
+                (int(old["pnode_node"][q]), int(old["pnode_left"][q])) for q in own
+            ]
+            leaf = len(tree.leaf_value)
+            tree.leaf_value.append(float(old["path_value"][p]))
+            tree.leaf_count.append(float(np.prod(elem_z[elem_start[p] : elem_start[p + 1]])))
+            for k, (node, went_left) in enumerate(steps):
+                child = steps[k + 1][0] if k + 1 < len(steps) else ~leaf
+                (tree.left if went_left else tree.right)[node] = child
+        for node in range(n_nodes - 1, -1, -1):  # children have larger local indices
+            tree.node_count[node] = sum(
+                tree.leaf_count[~c] if c < 0 else tree.node_count[c]
+                for c in (tree.left[node], tree.right[node])
+            )
+        builder.add_tree(tree, first)
+    return _arrays(builder, len(builder.node_int))
 
 
 class TreeShapEngine:
@@ -559,36 +705,45 @@ class TreeShapEngine:
         self._arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
         self.bias = float(bias)
         self.n_features = int(n_features)
-        node_start = self._arrays["tree_node_start"]
-        elem_start = self._arrays["path_elem_start"]
-        self._max_nodes = int(np.diff(node_start).max()) if len(node_start) > 1 else 0
-        self._max_elems = int(np.diff(elem_start).max()) if len(elem_start) > 1 else 0
+        tree_int = self._arrays["tree_int"]
+        depths = self._arrays["edge_int"][:, _E_DEPTH]
+        self._max_depth = int(depths.max(initial=0))
+        self._max_nodes = int(np.diff(tree_int[:, _T_NODE]).max(initial=0))
+        self._max_points = int(self._arrays["points"].shape[1])
+        self._model: tuple[Any, ...] = (
+            self.bias,
+            *(
+                self._arrays[name]
+                for name in (
+                    "node_int",
+                    "node_threshold",
+                    "cat_bits",
+                    "tree_int",
+                    "edge_int",
+                    "edge_float",
+                    "edge_inv",
+                    "points",
+                    "weights",
+                )
+            ),
+            self._max_depth,
+            self._max_nodes,
+            self._max_points,
+        )
         self.warm_up()
 
     # -- building ------------------------------------------------------------------------
     @classmethod
-    def from_booster(
-        cls,
-        booster: lgb.Booster,
-        *,
-        max_table_elements: int = 16,
-        max_table_bytes: int = 256 * 2**20,
-    ) -> TreeShapEngine:
+    def from_booster(cls, booster: lgb.Booster) -> TreeShapEngine:
         """Prepare ``booster`` (the iterations its ``predict`` uses by default).
 
         Args:
             booster: A single-output LightGBM booster (binary, regression, ...).
-            max_table_elements: Longest path (in unique features) given a table, at most 24.
-            max_table_bytes: Most memory for all tables together.
 
         Raises:
-            ValueError: A multiclass, random-forest or linear-tree booster, a tree that cannot
-                be read, or a cap out of range.
+            ValueError: A multiclass, random-forest or linear-tree booster, or a tree that
+                cannot be read.
         """
-        if not 0 <= max_table_elements <= 24:
-            raise ValueError(f"max_table_elements must be within [0, 24], not {max_table_elements}")
-        if max_table_bytes < 0:
-            raise ValueError(f"max_table_bytes must not be negative, not {max_table_bytes}")
         dump = booster.dump_model()
         if int(dump.get("num_tree_per_iteration", 1)) != 1:
             raise ValueError(
@@ -599,120 +754,54 @@ class TreeShapEngine:
             raise ValueError("booster: random forest mode (average_output) is not supported")
         builder = _Builder()
         for tree in dump["tree_info"]:
-            builder.add_tree(int(tree["tree_index"]), tree["tree_structure"])
-        elem_start = np.asarray(builder.path_elem_start, dtype=np.int64)
-        lengths = np.diff(elem_start)
-        elem_z = np.asarray(builder.elem_z, dtype=np.float64)
-        positive = np.ones(len(lengths), dtype=bool)  # every zero fraction of the path is > 0
-        if len(elem_z):  # (every path has at least one element)
-            positive = np.logical_and.reduceat(elem_z > 0, elem_start[:-1])
-        # Tables for the shortest paths first, within both caps; a path with a zero fraction of
-        # 0 has none (its ratio (1 - z) / z is undefined).
-        table_start = np.full(len(lengths), -1, dtype=np.int64)
-        used = 0
-        for p in np.argsort(lengths, kind="stable"):
-            size = 1 << int(lengths[p])
-            if lengths[p] > max_table_elements or (used + size) * 8 > max_table_bytes:
-                break
-            if positive[p]:
-                table_start[p] = used
-                used += size
-        weights = _shapley_weights(max(int(lengths.max(initial=0)), 1))
-        path_value = np.asarray(builder.path_value, dtype=np.float64)
-        tables = np.zeros(used, dtype=np.float64)
-        _fill_tables(path_value, elem_z, elem_start, table_start, weights, tables)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            elem_ratio = np.where(elem_z > 0, (1.0 - elem_z) / elem_z, 0.0)
-        arrays: dict[str, np.ndarray] = {
-            name: np.asarray(getattr(builder, name), dtype=np.int64) for name in _INT_ARRAYS
-        }
-        arrays.update(
-            node_threshold=np.asarray(builder.node_threshold, dtype=np.float64),
-            cat_bits=np.asarray(builder.cat_bits, dtype=np.uint32),
-            path_value=path_value,
-            path_table_start=table_start,
-            elem_z=elem_z,
-            elem_ratio=elem_ratio,
-            tables=tables,
-            weights=weights,
-        )
+            builder.add_dump_tree(int(tree["tree_index"]), tree["tree_structure"])
+        arrays = _arrays(builder, len(builder.node_int))
         return cls(arrays, builder.bias, int(dump["max_feature_idx"]) + 1)
 
     # -- state -----------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return {"arrays": self._arrays, "bias": self.bias, "n_features": self.n_features}
+        return {
+            "format": _FORMAT,
+            "arrays": self._arrays,
+            "bias": self.bias,
+            "n_features": self.n_features,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Load and warm up, so that the first explanation after loading pays no compile."""
-        self.__init__(state["arrays"], state["bias"], state["n_features"])  # type: ignore[misc]
+        """Load (converting a table-based engine) and warm up: no compile on first use."""
+        arrays = state["arrays"]
+        if state.get("format") != _FORMAT:
+            arrays = _arrays_from_table_engine(arrays)
+        self.__init__(arrays, state["bias"], state["n_features"])  # type: ignore[misc]
 
     def warm_up(self) -> None:
-        """Run both kernels once (compiles them, or loads them from numba's disk cache)."""
-        X = np.zeros((1, self.n_features))
-        _explain_serial(X, np.zeros((1, self.n_features + 1)), *self._model())
+        """Run the kernels once (compiles them, or loads them from numba's disk cache)."""
+        X = np.zeros((_MIN_BLOCK_ROWS, self.n_features))
+        out = np.zeros((_MIN_BLOCK_ROWS, self.n_features + 1))
+        _explain_row(X[0], out[0], *self._model)
+        _explain_serial(X, out, *self._model)
         with _PARALLEL_LOCK:
-            _explain_parallel(X, np.zeros((1, self.n_features + 1)), 1, *self._model())
+            _explain_parallel(X, out, _MIN_BLOCK_ROWS, *self._model)
 
     @property
     def n_trees(self) -> int:
         """Trees explained (those of the booster's default iterations)."""
-        return len(self._arrays["tree_node_start"]) - 1
+        return len(self._arrays["tree_int"]) - 1
 
     @property
     def n_paths(self) -> int:
-        """Root-to-leaf paths over all trees."""
-        return len(self._arrays["path_value"])
+        """Root-to-leaf paths (leaves of trees with a split) over all trees."""
+        return int(np.count_nonzero(self._arrays["edge_int"][:, _E_KIND] & _INTERNAL == 0))
 
     @property
-    def n_tabled_paths(self) -> int:
-        """Paths explained from a precomputed table (the others are computed per row)."""
-        return int(np.count_nonzero(self._arrays["path_table_start"] >= 0))
-
-    @property
-    def table_bytes(self) -> int:
-        """Memory of the tables."""
-        return int(self._arrays["tables"].nbytes)
+    def max_points(self) -> int:
+        """Quadrature points of the tree with the longest path (``ceil(unique features / 2)``)."""
+        return self._max_points
 
     @property
     def nbytes(self) -> int:
         """Memory of the whole prepared form."""
         return int(sum(a.nbytes for a in self._arrays.values()))
-
-    def _model(self) -> tuple[Any, ...]:
-        a = self._arrays
-        return (
-            self.bias,
-            a["node_feature"],
-            a["node_threshold"],
-            a["node_kind"],
-            a["node_cat_start"],
-            a["node_cat_len"],
-            a["cat_bits"],
-            a["tree_node_start"],
-            a["tree_path_start"],
-            a["tree_word"],
-            a["path_value"],
-            a["path_elem_start"],
-            a["path_table_start"],
-            a["path_dir"],
-            a["path_prefix"],
-            a["path_node_start"],
-            a["path_full_start"],
-            a["elem_feature"],
-            a["elem_z"],
-            a["elem_ratio"],
-            a["elem_nodes"],
-            a["pnode_node"],
-            a["pnode_left"],
-            a["pnode_elem"],
-            a["full_node"],
-            a["full_left"],
-            a["full_elem"],
-            a["tables"],
-            a["weights"],
-            self._max_nodes,
-            self._max_elems,
-        )
 
     # -- explaining ------------------------------------------------------------------------
     def contributions(self, X: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
@@ -734,22 +823,27 @@ class TreeShapEngine:
             raise ValueError(
                 f"X must be a matrix of {self.n_features} feature columns, not shape {X.shape}"
             )
-        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.dtype != np.float64 or not X.flags.c_contiguous:
+            X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.zeros((X.shape[0], self.n_features + 1))
         if X.shape[0] == 0:
             return out
+        if X.shape[0] == 1:  # the serving path: straight to the one-row kernel
+            _explain_row(X[0], out[0], *self._model)
+            return out
         cores = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
         threads = cores if num_threads <= 0 else min(num_threads, cores)
-        if threads == 1 or X.shape[0] < 2 * _MIN_BLOCK_ROWS:
-            _explain_serial(X, out, *self._model())
+        if threads == 1 or X.shape[0] < 2 * _BLOCK_ROWS:
+            _explain_serial(X, out, *self._model)
             return out
-        # Blocks of up to _BLOCK_ROWS rows, at least four per thread when there are enough rows.
-        block = max(_MIN_BLOCK_ROWS, min(_BLOCK_ROWS, -(-X.shape[0] // (4 * threads))))
+        # Blocks of whole SIMD blocks, at least four per thread when there are enough rows.
+        per_block = -(-X.shape[0] // (4 * threads))
+        block = max(_BLOCK_ROWS, -(-per_block // _BLOCK_ROWS) * _BLOCK_ROWS)
         with _PARALLEL_LOCK:
             previous = numba.get_num_threads()
             numba.set_num_threads(threads)
             try:
-                _explain_parallel(X, out, block, *self._model())
+                _explain_parallel(X, out, block, *self._model)
             finally:
                 numba.set_num_threads(previous)
         return out
