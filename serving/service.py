@@ -24,6 +24,7 @@ from leadscore.contracts import EVENTS, to_utc_us
 from leadscore.dataset import ATTRIBUTES_TABLE
 from leadscore.event_log import EventLog
 from leadscore.live import LiveFeatures
+from leadscore.online_read import ServiceReader, UnsupportedServiceError
 from leadscore.scorer import LeadScore, LeadScorer, Reason
 from leadscore.settings import Settings
 from serving.errors import (
@@ -61,7 +62,8 @@ class ScoreResult:
 
 
 class OnlineFeatures:
-    """Reads one lead's features of a feature service from the Feast online store.
+    """Reads one lead's features of a feature service from the Feast online store (directly,
+    through :class:`~leadscore.online_read.ServiceReader`, when the service allows it).
 
     When the store fails (Redis down: each attempt costs seconds of client retries), lookups
     fail fast for ``retry_seconds`` instead of waiting on it again; the first lookup after
@@ -73,6 +75,11 @@ class OnlineFeatures:
     ) -> None:
         self._store = store
         self._service = store.get_feature_service(feature_service)
+        self._reader: ServiceReader | None = None
+        try:
+            self._reader = ServiceReader(store, feature_service)
+        except UnsupportedServiceError as e:
+            logger.info("online lookups go through Feast's get_online_features: %s", e)
         self.retry_seconds = retry_seconds
         self._down_until = 0.0
         self._down_reason = ""
@@ -87,6 +94,8 @@ class OnlineFeatures:
         if time.monotonic() < self._down_until:
             raise StoreUnavailableError(self._down_reason)
         try:
+            if self._reader is not None:
+                return self._reader(lead_id, {"request_ts": time.time()})
             values = self._store.get_online_features(
                 features=self._service,
                 entity_rows=[{"lead_id": lead_id, "request_ts": time.time()}],

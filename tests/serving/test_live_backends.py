@@ -22,6 +22,7 @@ from pipelines.feature_store import apply_definitions, build_feature_tables, mat
 from serving.inline import InlineFeatures
 from serving.service import OnlineFeatures, ScoringService
 from tests.api_keys import api_client
+from tests.leadscore.test_online_read import assert_reads_like_feast
 from tests.pipelines.test_feature_store import _tables
 from tests.services import delete_redis_project_keys, require_redis, unique_name
 from training.model import fit_scorer
@@ -127,3 +128,20 @@ def test_pushed_event_changes_online_features_and_the_next_score(settings):
     assert before["band"] == "cold"
     assert after["probability"] > before["probability"]
     assert posted.json()["scores"][0]["probability"] == pytest.approx(after["probability"])
+
+
+def test_the_direct_reader_reads_what_feast_reads_on_both_stores(settings):
+    # given: a materialized store on SQLite or Redis, and a lead changed by a pushed event
+    service = live_service(settings)
+    store = open_store(settings, serving=True)
+    with api_client(settings, loader=lambda s: service) as client:
+        event = {
+            "event_id": "live-read-1",
+            "lead_id": 2,
+            "occurred_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+            "event_type": "demo_request",
+        }
+        assert client.post("/v1/events", json={"events": [event]}).status_code == 200
+    # when/then: every lead (and one the store does not hold) reads as Feast reads it
+    lead_ids = [int(i) for i in _tables()["leads"]["lead_id"]] + [987_654_321]
+    assert_reads_like_feast(store, lead_ids, request_ts=datetime.now(UTC).timestamp())

@@ -1,0 +1,72 @@
+"""The direct online reader gives what Feast's ``get_online_features`` gives, lead by lead."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from leadscore.online_read import ServiceReader
+from leadscore.store import open_store
+
+SERVICE = "lead_scoring_v2"
+
+
+def feast_row(store: Any, lead_id: int, request_ts: float) -> dict[str, Any] | None:
+    """What the service read before: Feast's answer, None when every value is missing."""
+    values = store.get_online_features(
+        features=store.get_feature_service(SERVICE),
+        entity_rows=[{"lead_id": lead_id, "request_ts": request_ts}],
+    ).to_dict()
+    row = {k: v[0] for k, v in values.items() if k not in ("lead_id", "request_ts")}
+    return None if all(v is None for v in row.values()) else row
+
+
+def same(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    if a.keys() != b.keys():
+        return False
+    return all(
+        (x == y and type(x) is type(y))
+        or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))
+        for x, y in ((a[k], b[k]) for k in a)
+    )
+
+
+def assert_reads_like_feast(store: Any, lead_ids: list[int], request_ts: float) -> None:
+    reader = ServiceReader(store, SERVICE)
+    differing = [
+        lead_id
+        for lead_id in lead_ids
+        if not same(
+            reader(lead_id, {"request_ts": request_ts}), feast_row(store, lead_id, request_ts)
+        )
+    ]
+    assert differing == [], f"{len(differing)} of {len(lead_ids)} leads read differently"
+
+
+def test_the_reader_equals_feast_on_the_stacks_leads_and_an_unknown_one(stack):
+    # given: the stack's online store (profile, behaviour and lifecycle views, and the
+    # python-mode on-demand recency view) and a sample of its leads
+    store = open_store(stack.settings, serving=True)
+    ids = pq.read_table(
+        stack.settings.paths.warehouse / "leads.parquet", columns=["lead_id"]
+    ).column("lead_id")
+    lead_ids = random.Random(0).sample(ids.to_pylist(), 300)
+    reader = ServiceReader(store, SERVICE)
+    # when/then: every lead reads the same values through both, at two moments
+    assert_reads_like_feast(store, lead_ids, request_ts=1_793_000_000.0)
+    assert_reads_like_feast(store, lead_ids[:50], request_ts=1_800_000_000.5)
+    assert reader(10**12, {"request_ts": 1_793_000_000.0}) is None
+    row = reader(lead_ids[0], {"request_ts": 1_793_000_000.0})
+    assert row is not None and "days_since_last_activity" in row and "source_channel" in row
+
+
+def test_an_unknown_feature_service_is_named(stack):
+    store = open_store(stack.settings, serving=True)
+    with pytest.raises(Exception, match="no_such_service"):
+        ServiceReader(store, "no_such_service")
