@@ -33,12 +33,29 @@ LIVE_EVENTS = sa.Table(
 )
 
 
-def open_database(url: str, *tables: sa.Table) -> sa.Engine:
+def open_database(url: str, *tables: sa.Table, durable: bool = True) -> sa.Engine:
     """An engine on ``url`` (a SQLite file's folder is created) with ``tables`` created if
-    missing: the live event log, the API's outcomes, served scores and keys share this."""
+    missing: the live event log, the API's outcomes, served scores and keys share this.
+
+    A SQLite file is used in write-ahead-log mode: readers (reports, score history) do not wait
+    for writers, and a commit writes the log once instead of a rollback journal and the pages.
+    ``durable`` commits are synced to disk before they return (``synchronous=FULL``: what the
+    API acknowledges survives a power cut); otherwise at checkpoints only (``NORMAL``: safe
+    against a crash of the process, for writes that are queued in memory before anyway).
+    """
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        synchronous = "FULL" if durable else "NORMAL"
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.close()
+
     for table in tables:
         table.create(engine, checkfirst=True)
     return engine

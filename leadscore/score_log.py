@@ -15,6 +15,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -108,7 +109,8 @@ class ScoreLog:
     """
 
     def __init__(self, url: str) -> None:
-        self.engine = open_database(url, SERVED_SCORES)
+        # Served scores wait in memory before they are written: no fsync per batch either.
+        self.engine = open_database(url, SERVED_SCORES, durable=False)
 
     def append(self, scores: Sequence[ServedScore]) -> int:
         """Store the scores in one transaction; returns how many were stored."""
@@ -237,17 +239,27 @@ class ScoreRecorder:
     """Writes served scores to a :class:`ScoreLog` from one background thread.
 
     :meth:`submit` never blocks: when the bounded queue is full the score is dropped and
-    counted in :attr:`dropped`. The writer takes up to ``batch_size`` scores per transaction.
+    counted in :attr:`dropped`. The writer takes up to ``batch_size`` scores per transaction,
+    waiting up to ``linger_seconds`` after the first one for more.
 
     Args:
         log: Where the scores go.
         max_queue: Most scores waiting to be written.
         batch_size: Most scores per insert.
+        linger_seconds: Longest wait for a batch to fill.
     """
 
-    def __init__(self, log: ScoreLog, *, max_queue: int = 10_000, batch_size: int = 500) -> None:
+    def __init__(
+        self,
+        log: ScoreLog,
+        *,
+        max_queue: int = 10_000,
+        batch_size: int = 500,
+        linger_seconds: float = 0.05,
+    ) -> None:
         self.log = log
         self.batch_size = batch_size
+        self.linger_seconds = linger_seconds
         self.dropped = 0
         self.failed = 0
         self.written = 0
@@ -316,11 +328,19 @@ class ScoreRecorder:
         except queue.Empty:
             return False
         batch = [first]
+        # Wait a little for more scores: one transaction for many is far cheaper than many.
+        deadline = time.monotonic() + (self.linger_seconds if block else 0.0)
         while len(batch) < self.batch_size:
             try:
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
-                break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=remaining))
+                except queue.Empty:
+                    break
         wait = _FIRST_RETRY_WAIT
         try:
             while True:
