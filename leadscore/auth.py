@@ -210,21 +210,29 @@ class ApiKeyStore:
         A result is cached for ``cache_seconds``; a database check also records the key's
         last use.
         """
-        if not key.startswith(KEY_PREFIX) or len(key) > 200:
-            return None
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(digest)
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        known, found = self.cached(key)
+        if known:
+            return found
         found = self._check(key)
         if self.cache_seconds > 0:
+            digest = hashlib.sha256(key.encode()).hexdigest()
             with self._lock:
                 if len(self._cache) > 10_000:  # wrong keys must not grow it without bound
                     self._cache.clear()
-                self._cache[digest] = (found, now + self.cache_seconds)
+                self._cache[digest] = (found, time.monotonic() + self.cache_seconds)
         return found
+
+    def cached(self, key: str) -> tuple[bool, ApiKey | None]:
+        """``(True, what verify answers)`` when it needs no database (a malformed key, or one
+        checked less than ``cache_seconds`` ago), else ``(False, None)``."""
+        if not key.startswith(KEY_PREFIX) or len(key) > 200:
+            return True, None
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        with self._lock:
+            cached = self._cache.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return True, cached[0]
+        return False, None
 
     def _check(self, key: str) -> ApiKey | None:
         prefix = key[:_PREFIX_LENGTH]

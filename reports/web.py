@@ -74,7 +74,7 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def reader(
+async def reader(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],
@@ -84,7 +84,7 @@ def reader(
     A browser without a valid key is sent to the login page instead of a JSON error.
     """
     try:
-        return _check_key(request, bearer, header)
+        return await _check_key(request, bearer, header)
     except (UnauthorizedError, ForbiddenError):
         if _wants_html(request):
             target = f"{PREFIX}/login?next={quote(str(request.url.path), safe='/')}"

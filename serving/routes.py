@@ -72,7 +72,7 @@ def _is_lead_id(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_LEAD_ID
 
 
-def get_service(request: Request) -> ScoringService:
+async def get_service(request: Request) -> ScoringService:
     """The service built at start-up (503 while no model could be loaded)."""
     service: ScoringService | None = request.app.state.service
     if service is None:
@@ -168,7 +168,7 @@ def _record(request: Request, results: Iterable[ScoreResult]) -> None:
     )
 
 
-def get_score_log(request: Request) -> ScoreLog:
+async def get_score_log(request: Request) -> ScoreLog:
     """The score log opened at start-up."""
     log: ScoreLog | None = getattr(request.app.state, "score_log", None)
     if log is None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import FastAPI, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from leadscore.auth import ApiKey, ApiKeyStore
 from serving.errors import ForbiddenError, TooManyFailuresError, UnauthorizedError
@@ -37,7 +38,9 @@ def key_store(app: FastAPI) -> ApiKeyStore:
     return store
 
 
-def require_scope(scope: str, *, cookie: str | None = None) -> Callable[..., ApiKey | None]:
+def require_scope(
+    scope: str, *, cookie: str | None = None
+) -> Callable[..., Awaitable[ApiKey | None]]:
     """A dependency admitting requests whose API key carries ``scope`` (or ``admin``).
 
     ``cookie`` names a cookie that may carry the key when no header does (the report pages'
@@ -48,7 +51,10 @@ def require_scope(scope: str, *, cookie: str | None = None) -> Callable[..., Api
         ForbiddenError: The key lacks the scope (403).
     """
 
-    def check(
+    # Async, so a request does not wait for a worker thread just to check its key: a key seen
+    # in the last ``auth.cache_seconds`` is answered from memory; only a database check goes
+    # to a thread.
+    async def check(
         request: Request,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
         header: Annotated[str | None, Security(_header)],
@@ -60,7 +66,7 @@ def require_scope(scope: str, *, cookie: str | None = None) -> Callable[..., Api
         client = request.client.host if request.client else "unknown"
         limiter.check(client)
         try:
-            return _authorize(request, scope, cookie, bearer, header)
+            return await _authorize(request, scope, cookie, bearer, header)
         except UnauthorizedError:
             limiter.failed(client)
             raise
@@ -68,7 +74,7 @@ def require_scope(scope: str, *, cookie: str | None = None) -> Callable[..., Api
     return check
 
 
-def _authorize(
+async def _authorize(
     request: Request,
     scope: str,
     cookie: str | None,
@@ -83,7 +89,10 @@ def _authorize(
         raise UnauthorizedError(
             "an API key is needed: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
         )
-    key = key_store(request.app).verify(presented.strip())
+    store = key_store(request.app)
+    known, key = store.cached(presented.strip())
+    if not known:
+        key = await run_in_threadpool(store.verify, presented.strip())
     if key is None:
         raise UnauthorizedError("the API key is unknown or revoked")
     if not key.allows(scope):
