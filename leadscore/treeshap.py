@@ -47,12 +47,12 @@ bias is ``sum over leaves of v * leaf_count / root_count`` (``Tree::ExpectedValu
 
 Two kernels walk the same prepared arrays:
 
-* batches (from 4 rows): rows go in blocks of up to 64, tree by tree; the block's rows are the
+* batches (from 3 rows): rows go in blocks of up to 64, tree by tree; the block's rows are the
   inner, contiguous dimension of every polynomial (``point * rows + row``), so the walk's control
   flow is shared by the block and the point-wise loops run over ``n * rows`` values (SIMD). The
   block's decisions are taken node by node from a transposed copy of its rows. A batch spreads
   its blocks over the cores (numba ``prange``);
-* one row (and batches of 1 to 3 rows): the same walk for one row, loops over the ``n`` points,
+* one row (and batches of 2 rows): the same walk for one row, loops over the ``n`` points,
   in the calling thread, without the GIL (concurrent requests explain side by side).
 
 Exactness: the same decisions as LightGBM's ``Tree::NumericalDecision`` and
@@ -93,7 +93,7 @@ _MISSING_TYPES = {"None": 0, "Zero": 1, "NaN": 2}
 _INTERNAL = 1  # edge kind bits: the child is an internal node; a deeper edge splits on its feature
 _HAS_NEXT = 2
 _BLOCK_ROWS = 64  # rows explained together, tree by tree (the rows are the SIMD dimension)
-_MIN_BLOCK_ROWS = 4  # fewer rows are explained one by one
+_MIN_BLOCK_ROWS = 3  # fewer rows are explained one by one (measured crossover)
 _FORMAT = 2  # of the pickled state; the table-based engine's state had no format
 _PARALLEL_LOCK = threading.Lock()  # numba's workqueue layer takes one parallel call at a time
 
