@@ -261,7 +261,8 @@ def test_every_score_served_while_the_audit_database_is_down_is_recorded_once(st
         with pg.connect() as conn:
 
             def recorded() -> int:
-                return int(conn.execute("SELECT count(*) FROM served_scores").fetchone()[0])
+                (count,) = conn.execute("SELECT count(*) FROM served_scores").fetchall()[0]
+                return int(count)
 
             wait_until(
                 lambda: recorded() >= len(answers),
