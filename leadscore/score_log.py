@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -238,15 +238,17 @@ class ScoreLog:
 class ScoreRecorder:
     """Writes served scores to a :class:`ScoreLog` from one background thread.
 
-    :meth:`submit` never blocks: when the bounded queue is full the score is dropped and
-    counted in :attr:`dropped`. The writer takes up to ``batch_size`` scores per transaction,
-    waiting up to ``linger_seconds`` after the first one for more.
+    :meth:`submit` never blocks and wakes no thread: scores go into a bounded in-memory queue
+    (when it is full the score is dropped and counted in :attr:`dropped`), which the writer
+    drains every ``linger_seconds``, up to ``batch_size`` scores per transaction. One
+    transaction for many scores costs far less than one per score, and a request does not pay
+    for handing its score to another thread.
 
     Args:
         log: Where the scores go.
         max_queue: Most scores waiting to be written.
         batch_size: Most scores per insert.
-        linger_seconds: Longest wait for a batch to fill.
+        linger_seconds: How often the writer looks for scores to write.
     """
 
     def __init__(
@@ -258,14 +260,17 @@ class ScoreRecorder:
         linger_seconds: float = 0.05,
     ) -> None:
         self.log = log
+        self.max_queue = max_queue
         self.batch_size = batch_size
         self.linger_seconds = linger_seconds
         self.dropped = 0
         self.failed = 0
         self.written = 0
-        self._queue: queue.Queue[ServedScore] = queue.Queue(maxsize=max_queue)
+        self._pending: deque[ServedScore] = deque()
+        self._lock = threading.Lock()
+        self._submitted = 0  # scores accepted so far
+        self._handled = 0  # of those, written or given up
         self._stop = threading.Event()
-        self._counter_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="leadscore-score-log", daemon=True)
 
     def start(self) -> None:
@@ -274,16 +279,17 @@ class ScoreRecorder:
 
     def submit(self, scores: Iterable[ServedScore]) -> int:
         """Queue scores for writing without waiting; returns how many were dropped."""
-        dropped = 0
-        for score in scores:
-            try:
-                self._queue.put_nowait(score)
-            except queue.Full:
-                dropped += 1
-        if dropped:
-            with self._counter_lock:
+        scores = list(scores)
+        with self._lock:
+            room = max(self.max_queue - len(self._pending), 0)
+            accepted = scores[:room]
+            self._pending.extend(accepted)
+            self._submitted += len(accepted)
+            dropped = len(scores) - len(accepted)
+            if dropped:
                 self.dropped += dropped
                 total = self.dropped
+        if dropped:
             logger.warning(
                 "score log queue full: %d served score(s) not recorded (%d in total)",
                 dropped,
@@ -293,11 +299,14 @@ class ScoreRecorder:
 
     def flush(self) -> None:
         """Return once every score queued so far is written (or its write failed)."""
-        if self._thread.is_alive():
-            self._queue.join()
-        else:
+        with self._lock:
+            target = self._submitted
+        if not self._thread.is_alive():
             while self._write_next(block=False):
                 pass
+            return
+        while self._handled < target and self._thread.is_alive():
+            time.sleep(min(self.linger_seconds, 0.01))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the writer thread."""
@@ -308,13 +317,17 @@ class ScoreRecorder:
             self.flush()
 
     def _run(self) -> None:
-        while self._write_next(block=True) or not self._stop.is_set():
+        while not self._stop.is_set():
+            self._stop.wait(self.linger_seconds)
+            while self._write_next(block=True):
+                pass
+        while self._write_next(block=False):  # what came in while stopping
             pass
 
     @property
     def queued(self) -> int:
         """Scores waiting to be written."""
-        return self._queue.qsize()
+        return len(self._pending)
 
     def _write_next(self, *, block: bool) -> bool:
         """Write one batch; False when nothing was queued.
@@ -323,24 +336,12 @@ class ScoreRecorder:
         ``_MAX_RETRY_WAIT``), so no score is lost to an outage; meanwhile new scores wait in
         the bounded queue. Only at shutdown is a batch that still fails given up (and counted).
         """
-        try:
-            first = self._queue.get(timeout=0.2) if block else self._queue.get_nowait()
-        except queue.Empty:
+        with self._lock:
+            batch = [
+                self._pending.popleft() for _ in range(min(self.batch_size, len(self._pending)))
+            ]
+        if not batch:
             return False
-        batch = [first]
-        # Wait a little for more scores: one transaction for many is far cheaper than many.
-        deadline = time.monotonic() + (self.linger_seconds if block else 0.0)
-        while len(batch) < self.batch_size:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(self._queue.get(timeout=remaining))
-                except queue.Empty:
-                    break
         wait = _FIRST_RETRY_WAIT
         try:
             while True:
@@ -361,6 +362,5 @@ class ScoreRecorder:
                     self._stop.wait(wait)
                     wait = min(wait * 2, _MAX_RETRY_WAIT)
         finally:
-            for _ in batch:
-                self._queue.task_done()
+            self._handled += len(batch)
         return True

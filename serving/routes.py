@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
@@ -25,7 +24,7 @@ from serving.errors import (
     NotReadyError,
     StoreUnavailableError,
 )
-from serving.observability import Metrics
+from serving.observability import Metrics, new_request_id
 from serving.outcomes import OutcomeIntake
 from serving.schemas import (
     MAX_LEAD_ID,
@@ -143,7 +142,7 @@ def _record(request: Request, results: Iterable[ScoreResult]) -> None:
     recorder: ScoreRecorder | None = getattr(request.app.state, "score_recorder", None)
     if recorder is None:
         return
-    request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+    request_id = getattr(request.state, "request_id", None) or new_request_id()
     recorder.submit(
         ServedScore(
             lead_id=r.lead_id,
@@ -201,8 +200,9 @@ def _score_response(result: ScoreResult) -> ScoreResponse:
         422: {"model": ErrorResponse, "description": "Malformed body"},
         503: {"model": ErrorResponse, "description": "No model loaded"},
     },
+    response_model=ScoreResponse,
 )
-def score(body: ScoreRequest, request: Request, service: ServiceDep) -> ScoreResponse:
+def score(body: ScoreRequest, request: Request, service: ServiceDep) -> Response:
     """Score one lead: probability, band and reasons.
 
     With ``lead_id`` alone the features come from the online store (404 for a lead it does not
@@ -215,7 +215,9 @@ def score(body: ScoreRequest, request: Request, service: ServiceDep) -> ScoreRes
     else:
         result = service.score(body.lead_id)
     _record(request, [result])
-    return _score_response(result)
+    # Built (and so validated) once and serialized by pydantic directly: FastAPI would
+    # validate the returned model a second time before serializing it.
+    return Response(_score_response(result).model_dump_json(), media_type="application/json")
 
 
 @router.post(
