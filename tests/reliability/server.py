@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from bench.common import LEADSCORE, child_env
+from bench.common import LEADSCORE, BenchError, child_env
 from bench.servers import HOST, Server, free_port, http_status, start_server
 from leadscore.auth import ApiKeyStore
 from leadscore.settings import FeastSettings, Settings
@@ -112,7 +112,26 @@ class ServiceProcess:
             port=self.port,
             log=self.log_dir / f"{self.name}-{self.starts}.log",
         )
-        return self.server.wait_ready("/ready", timeout_s=timeout_s)
+        try:
+            return self.server.wait_ready("/ready", timeout_s=timeout_s)
+        except BenchError as e:
+            other = [line for line in self.logs().splitlines() if "GET /ready" not in line]
+            raise AssertionError(
+                f"{self.name} not ready; /ready said: {self.ready_detail()}; its log but the "
+                "/ready lines:\n" + "\n".join(other[-30:])
+            ) from e
+
+    def ready_detail(self) -> str:
+        """The body of ``GET /ready`` now (why the server is not ready), or the error."""
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=5)
+        try:
+            conn.request("GET", "/ready")
+            response = conn.getresponse()
+            return f"{response.status} {response.read().decode(errors='replace')}"
+        except OSError as e:
+            return f"no answer: {e}"
+        finally:
+            conn.close()
 
     @property
     def pid(self) -> int:
@@ -154,7 +173,7 @@ class ServiceProcess:
     def logs(self) -> str:
         """Every log of this service so far (for failure messages)."""
         return "\n".join(
-            p.read_text(errors="replace")[-4000:]
+            p.read_text(errors="replace")[-20000:]
             for p in sorted(self.log_dir.glob(f"{self.name}-*.log"))
         )
 
