@@ -239,7 +239,8 @@ class ApiKeyStore:
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(API_KEYS).where(API_KEYS.c.prefix == prefix)).fetchone()
             if row is None or not hmac.compare_digest(hash_key(key, row.salt), row.key_hash):
-                logger.info("API key with prefix %s refused: unknown", prefix)
+                # Nothing of what was sent is logged: an unknown "key" may be any secret.
+                logger.info("API key refused: unknown")
                 return None
             if row.revoked_at is not None:
                 logger.info("API key %s refused: revoked", prefix)

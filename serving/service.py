@@ -130,11 +130,17 @@ class ServedModel:
     version: str
 
 
+# What MLflow answers when the model or the alias does not exist (anything else, e.g.
+# TEMPORARILY_UNAVAILABLE for a database that cannot be reached, is not a missing model).
+_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
+
+
 def aliased_version(tracking_uri: str, model_name: str, alias: str) -> str:
     """The version of a registered model an alias points to.
 
     Raises:
         LookupError: No version carries the alias.
+        ConnectionError: The registry cannot be reached (or failed): not a missing model.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -143,8 +149,15 @@ def aliased_version(tracking_uri: str, model_name: str, alias: str) -> str:
     try:
         version = client.get_model_version_by_alias(model_name, alias)
     except MlflowException as e:
-        raise LookupError(
-            f"no version of model {model_name!r} has alias {alias!r}: run `leadscore train` first"
+        if e.error_code in _NOT_FOUND_CODES:
+            raise LookupError(
+                f"no version of model {model_name!r} has alias {alias!r}: run `leadscore train` "
+                "first"
+            ) from e
+        detail = str(e.message).strip().splitlines()[0] if str(e.message).strip() else ""
+        raise ConnectionError(
+            f"the model registry cannot be reached ({e.error_code}), so the version of model "
+            f"{model_name!r} with alias {alias!r} is unknown for now: {detail}"
         ) from e
     return str(version.version)
 

@@ -373,12 +373,6 @@ def test_a_reload_while_the_registry_database_is_down_fails_clearly_and_scoring_
     assert any("model reload failed, serving as before" in e["message"] for e in errors), errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: serving.service.aliased_version turns every MlflowException, an "
-    "unreachable registry database too, into 'no version ... has alias ...: run `leadscore "
-    "train` first' (proposed fix: /tmp/patches/long_b-registry-outage-error.diff)",
-)
 def test_an_unreachable_registry_is_reported_as_such_not_as_a_missing_model():
     from serving.service import aliased_version
 
