@@ -8,6 +8,7 @@ tables, and pushed to the online store.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,13 +41,20 @@ class LiveFeatures:
         self.log = log
         self.warehouse_events = warehouse_events
         self.half_life_days = half_life_days
+        # Feast's SQLite online store writes through one connection shared by the API's
+        # threads: two pushes at once fail ("cannot start a transaction within a transaction").
+        self._push_lock = threading.Lock()
 
     def record(self, events: pd.DataFrame, *, now: datetime) -> list[str]:
-        """Log the events, refresh their leads online; return the ids that were new."""
+        """Log the events, refresh their leads online; return the ids that were new.
+
+        Every lead of the request is refreshed, duplicates included: an event logged by an
+        earlier request whose push failed (the store went away between the two) comes back
+        as a duplicate, and the refresh it missed must happen now.
+        """
         fresh = self.log.append(events)
-        if fresh:
-            leads = sorted(set(events.loc[events["event_id"].isin(fresh), "lead_id"].astype(int)))
-            self.refresh(leads, now=now)
+        leads = sorted(set(events["lead_id"].astype(int)))
+        self.refresh(leads, now=now)
         return fresh
 
     def refresh(self, lead_ids: list[int], *, now: datetime) -> pd.DataFrame:
@@ -62,5 +70,6 @@ class LiveFeatures:
         )
         # Online only: Feast's file offline store would rewrite the whole table per push. The
         # event log is the offline record; the next feature build folds it in.
-        self.store.push(PUSH_SOURCE, rows, to=PushMode.ONLINE)
+        with self._push_lock:
+            self.store.push(PUSH_SOURCE, rows, to=PushMode.ONLINE)
         return rows

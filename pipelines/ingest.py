@@ -25,6 +25,7 @@ Rule names (see :func:`pipelines.validation.derive_rules`), each followed by the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -669,32 +670,55 @@ def _quarantine_rows(source: _Source, per_row: pd.DataFrame, *, now: pd.Timestam
 # --- Storage ----------------------------------------------------------------------------------
 
 
+JOURNAL_FILE = ".commit.json"
+
+
 class _Commit:
     """Files staged next to their targets and moved into place together.
 
-    Every new table, the quarantine and the data set manifest are written first; only when
-    all are written does any replace its target, so an ingest that fails leaves every store
-    as it was.
+    Every new table, the quarantine and the data set manifest are written (and synced) first.
+    Then a journal naming every staged file and its target is written atomically into the
+    warehouse, the files are renamed into place and the journal is removed. A process killed
+    between two renames leaves the journal: :func:`recover_commit` (run before every ingest
+    and every read of a table) finishes those renames, so a reader sees all the old tables or
+    all the new ones, never a mix.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, journal_dir: Path) -> None:
+        self.journal = Path(journal_dir) / JOURNAL_FILE
         self.staged: list[tuple[Path, Path]] = []
 
-    def parquet(self, frame: pd.DataFrame, path: Path) -> None:
+    def _stage(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         self.staged.append((tmp, path))
+        return tmp
+
+    def parquet(self, frame: pd.DataFrame, path: Path) -> None:
+        tmp = self._stage(path)
         frame.to_parquet(tmp, index=False)
+        _fsync(tmp)
 
     def text(self, text: str, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        self.staged.append((tmp, path))
+        tmp = self._stage(path)
         tmp.write_text(text, encoding="utf-8")
+        _fsync(tmp)
 
     def apply(self) -> None:
-        for tmp, path in self.staged:
-            os.replace(tmp, path)
+        if len(self.staged) <= 1:  # one rename is atomic by itself
+            for tmp, path in self.staged:
+                os.replace(tmp, path)
+            self.staged.clear()
+            return
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        pending = self.journal.with_name(f"{JOURNAL_FILE}.{uuid.uuid4().hex}.tmp")
+        pending.write_text(
+            json.dumps([[str(tmp), str(path)] for tmp, path in self.staged]), encoding="utf-8"
+        )
+        _fsync(pending)
+        os.replace(pending, self.journal)  # the commit point
+        _fsync_dir(self.journal.parent)
+        _roll_forward(self.journal)
         self.staged.clear()
 
     def discard(self) -> None:
@@ -703,9 +727,55 @@ class _Commit:
         self.staged.clear()
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _roll_forward(journal: Path) -> None:
+    """Rename every staged file of the journal still in place, then drop the journal."""
+    try:
+        moves = json.loads(journal.read_text(encoding="utf-8"))
+    except FileNotFoundError:  # another process finished it
+        return
+    folders = set()
+    for tmp, path in moves:
+        with contextlib.suppress(FileNotFoundError):  # moved already (here or by another)
+            os.replace(tmp, path)
+        folders.add(Path(path).parent)
+    for folder in folders:
+        _fsync_dir(folder)
+    journal.unlink(missing_ok=True)
+
+
+def recover_commit(warehouse_dir: Path) -> bool:
+    """Finish a commit that a killed ingest left half done (see :class:`_Commit`).
+
+    Returns:
+        Whether there was one.
+    """
+    journal = Path(warehouse_dir) / JOURNAL_FILE
+    if not journal.exists():
+        return False
+    logger.warning("finishing the commit of an interrupted ingest (%s)", journal)
+    _roll_forward(journal)
+    return True
+
+
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
     """Write Parquet next to ``path`` and move it into place, so readers never see half."""
-    commit = _Commit()
+    commit = _Commit(path.parent)
     try:
         commit.parquet(frame, path)
         commit.apply()
@@ -739,6 +809,7 @@ def load_table(warehouse_dir: Path, name: str) -> pd.DataFrame:
     if name not in TABLES:
         raise KeyError(f"unknown table {name!r}; expected one of {', '.join(TABLES)}")
     contract = TABLES[name]
+    recover_commit(warehouse_dir)
     path = Path(warehouse_dir) / f"{name}.parquet"
     if not path.exists():
         return conform(pd.DataFrame(), contract)
@@ -963,6 +1034,7 @@ def _ingest_sources(
 ) -> tuple[IngestReport, pd.DataFrame]:
     """:func:`ingest_sources`, also returning the rows this ingest quarantined."""
     warehouse_dir, quarantine_dir = Path(warehouse_dir), Path(quarantine_dir)
+    recover_commit(warehouse_dir)
     moment = as_utc(now if now is not None else datetime.now(UTC))
     merged: dict[str, pd.DataFrame] = {}
     leads_ref: pd.Series | None = None
@@ -1006,7 +1078,7 @@ def _ingest_sources(
         if quarantined
         else pd.DataFrame({c: pd.Series(dtype=t) for c, t in QUARANTINE_COLUMNS.items()})
     )
-    commit = _Commit()
+    commit = _Commit(warehouse_dir)
     try:
         for name, frame in merged.items():
             commit.parquet(frame, warehouse_dir / f"{name}.parquet")
@@ -1125,6 +1197,7 @@ def replay_quarantine(
         IngestError: If a source or mapping can no longer be read (nothing is changed).
     """
     warehouse_dir, quarantine_dir = Path(warehouse_dir), Path(quarantine_dir)
+    recover_commit(warehouse_dir)
     moment = as_utc(now if now is not None else datetime.now(UTC))
     entries = list_quarantine(quarantine_dir)
     todo = entries[entries["status"] == OPEN]

@@ -309,12 +309,6 @@ def test_ingest_killed_between_two_renames_reruns_to_the_uninterrupted_result(
     assert_same_tables(tables(root), exports.reference)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipelines/ingest.py _Commit.apply renames the staged files one by one: a kill "
-    "between two renames leaves some tables new and others old (patch: "
-    "/tmp/patches/long_a-ingest-commit.diff)",
-)
 def test_ingest_killed_between_two_renames_leaves_old_or_new_data(
     killed_between_renames: RenameKill, exports: Exports
 ) -> None:
@@ -369,12 +363,6 @@ def _batch(prefix: str, n: int, leads: list[int], now: datetime) -> list[dict[st
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Feast's SQLite online store shares one connection between the API's threads: two "
-    "pushes at once fail with 'cannot start a transaction within a transaction' (a 500, the "
-    "events logged but not pushed; patch: /tmp/patches/long_a-live-push-retry.diff)",
-)
 def test_concurrent_events_on_the_sqlite_online_store_are_all_stored_and_pushed(
     live_stack: LiveStack,
 ) -> None:

@@ -369,12 +369,6 @@ def _online_demo_requests(settings: Settings, lead: int) -> float:
     return float(values["demo_request_7d"][0] or 0.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="leadscore/live.py LiveFeatures.record refreshes only the leads of new events, and a "
-    "failed push is a 500: an event logged by a request whose push failed is never pushed "
-    "when sent again (patch: /tmp/patches/long_a-live-push-retry.diff)",
-)
 def test_an_event_whose_push_failed_is_pushed_when_sent_again(stack: Stack) -> None:
     import redis as redis_client
 
