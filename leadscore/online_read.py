@@ -119,6 +119,8 @@ class ServiceReader:
             order = [f.name for f in view.features if f.name in names_needed]
             self._views.append(_View(view, order, served.get(name, [])))
         kind = type(self._online_store).__name__
+        # A local file: a read never waits on a network (at most briefly on a writer's commit).
+        self.local = kind == "SqliteOnlineStore"
         self._read = (
             self._sqlite_reader()
             if kind == "SqliteOnlineStore"

