@@ -80,7 +80,6 @@ class ServiceReader:
     ) -> None:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 
-        self._store = store
         self._online_store = store._get_provider().online_store
         self._config = store.config
         self._entity_key = EntityKey
@@ -112,7 +111,7 @@ class ServiceReader:
         self._views: list[_View] = []
         for name, names_needed in needed.items():
             view = store.get_feature_view(name)
-            if [e for e in view.join_keys] != [join_key]:
+            if list(view.join_keys) != [join_key]:
                 raise UnsupportedServiceError(
                     f"feature view {name} is keyed by {view.join_keys}, not [{join_key!r}]"
                 )

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
+from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -180,16 +181,19 @@ async def get_score_log(request: Request) -> ScoreLog:
 ScoreLogDep = Annotated[ScoreLog, Depends(get_score_log)]
 
 
-_score_threads: anyio.CapacityLimiter | None = None
+# One limiter per event loop (a limiter belongs to the loop it was first used in).
+_score_threads: RunVar[anyio.CapacityLimiter] = RunVar("leadscore_score_threads")
 
 
 async def _in_thread(fn: Callable[..., ScoreResult], *args: Any) -> ScoreResult:
     """Run a scoring call in a worker thread, at most two at a time (more threads only
     contend for the GIL)."""
-    global _score_threads
-    if _score_threads is None:
-        _score_threads = anyio.CapacityLimiter(2)
-    return await anyio.to_thread.run_sync(fn, *args, limiter=_score_threads)
+    try:
+        limiter = _score_threads.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(2)
+        _score_threads.set(limiter)
+    return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
 
 
 def _score_response(result: ScoreResult) -> ScoreResponse:
