@@ -197,6 +197,7 @@ class ServiceReader:
         )
         wanted = [set(v.names) for v in self._views]
         version = config.entity_key_serialization_version
+        parse = Value.FromString
 
         def read(key: EntityKey) -> list[dict[str, Any] | None]:
             blob = serialize_entity_key(key, entity_key_serialization_version=version)
@@ -207,8 +208,7 @@ class ServiceReader:
                 if stored is None:
                     stored = found[i] = {}
                 if name in wanted[i]:
-                    value = Value()
-                    value.ParseFromString(data)
+                    value = parse(data)
                     kind = value.WhichOneof("val")
                     stored[name] = getattr(value, kind) if kind in _PLAIN_KINDS else _python(value)
             return found
