@@ -15,10 +15,7 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from bench.common import LEADSCORE, BenchError, child_env
+from bench.loadgen import encode_post
 from bench.servers import HOST, Server, free_port, http_status, start_server
 from leadscore.auth import ApiKeyStore
 from leadscore.settings import FeastSettings, Settings
@@ -179,56 +177,6 @@ class ServiceProcess:
 
 
 # ---------------------------------------------------------------------------------------------
-# A private Redis (the pattern of tests/serving/test_operations.py's PrivateRedis)
-# ---------------------------------------------------------------------------------------------
-
-
-class PrivateRedis:
-    """A redis-server of the test's own on a free port, with an append-only file (fsync on
-    every write), so that stopping and starting it keeps the features; the machine's Redis is
-    never touched."""
-
-    def __init__(self, folder: Path) -> None:
-        if shutil.which("redis-server") is None:
-            raise AssertionError("redis-server is not installed")
-        folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.folder = folder
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def connection_string(self) -> str:
-        return f"{HOST}:{self.port}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind", HOST,
-                "--port", str(self.port),
-                "--save", "",
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--dir", str(self.folder),
-            ],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex((HOST, self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise AssertionError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-# ---------------------------------------------------------------------------------------------
 # HTTP clients that report every answer
 # ---------------------------------------------------------------------------------------------
 
@@ -273,17 +221,22 @@ def post(
     return Answer(response.status, body, latency_s=time.perf_counter() - start)
 
 
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The lines of a log that are JSON objects (a server's log lines; others are skipped)."""
+    entries = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
 def encode_request(port: int, path: str, payload: Any, headers: Mapping[str, str]) -> bytes:
-    """A pre-encoded keep-alive HTTP/1.1 POST."""
-    body = json.dumps(payload).encode()
-    lines = [
-        f"POST {path} HTTP/1.1",
-        f"Host: {HOST}:{port}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-        *(f"{k}: {v}" for k, v in headers.items()),
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    """A pre-encoded keep-alive HTTP/1.1 POST of ``payload`` as JSON."""
+    return encode_post(HOST, port, path, json.dumps(payload).encode(), dict(headers))
 
 
 async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:

@@ -43,6 +43,7 @@ from leadscore.auth import (
     SCORE_READ,
     ApiKeyStore,
 )
+from tests.reliability.server import json_lines
 
 pytestmark = [pytest.mark.long]
 
@@ -93,19 +94,6 @@ def _request(
 def _found(needles: Iterable[str], haystack: str) -> list[str]:
     """The needles that occur in the haystack (the one search every check uses)."""
     return sorted({n for n in needles if n and n in haystack})
-
-
-def _json_lines(text: str) -> list[dict[str, Any]]:
-    """The lines that are JSON objects (the server's log; the job's lines are plain text)."""
-    entries = []
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
 
 
 def _text(path: Path) -> str:
@@ -380,7 +368,7 @@ def test_a_whole_run_writes_no_key_personal_value_or_request_body_anywhere(tmp_p
     # every request got the answer it was meant to get
     assert [(w, s) for w, s, e in sent.statuses if s != e] == [], sent.statuses
     # and the server logged them, as JSON lines
-    access = [e for e in _json_lines(stderr_text) if e.get("logger") == "leadscore.access"]
+    access = [e for e in json_lines(stderr_text) if e.get("logger") == "leadscore.access"]
     assert len(access) >= len(sent.statuses), len(access)
 
     # the needles

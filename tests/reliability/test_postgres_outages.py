@@ -35,6 +35,7 @@ from bench.servers import Server, free_port, start_server
 from leadscore.auth import ADMIN, ApiKeyStore
 from pipelines.ingest import load_table
 from tests.reliability.pg import private_postgres
+from tests.reliability.server import json_lines
 
 pytestmark = [pytest.mark.long]
 
@@ -198,15 +199,7 @@ def _admin_key(auth_url: str) -> dict[str, str]:
 
 def _log_messages(server: Server) -> list[dict[str, Any]]:
     """The server's JSON log lines (others, such as a traceback's lines, are skipped)."""
-    entries = []
-    for line in server.log.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
+    return json_lines(server.log.read_text(errors="replace"))
 
 
 def _metric(text: str, name: str) -> float:

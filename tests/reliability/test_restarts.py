@@ -35,7 +35,6 @@ from leadscore.outcome_log import API_OUTCOMES, epoch_micros
 from leadscore.settings import FeastSettings, Settings
 from tests.reliability.server import (
     Answer,
-    PrivateRedis,
     ServiceProcess,
     api_key,
     build_small_stack,
@@ -43,7 +42,7 @@ from tests.reliability.server import (
     post,
     stack_env,
 )
-from tests.services import unique_name
+from tests.services import PrivateRedis, unique_name
 
 pytestmark = pytest.mark.long
 

@@ -7,13 +7,9 @@ import asyncio
 import io
 import json
 import logging
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
@@ -28,7 +24,7 @@ from serving.app import create_app
 from serving.observability import JsonFormatter
 from serving.service import ScoringService
 from tests.api_keys import api_client, key_headers
-from tests.services import unique_name
+from tests.services import PrivateRedis, unique_name
 from tests.serving.test_live_backends import _scorer, live_service
 
 
@@ -161,51 +157,6 @@ def test_cors_admits_only_the_configured_origins(stack):
 
 
 # -- outages ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A Redis server of the test's own (with an append-only file, so a restart keeps the
-    features), which the test may stop and start without touching the machine's Redis."""
-
-    def __init__(self, folder: Path) -> None:
-        if shutil.which("redis-server") is None:
-            pytest.fail("redis-server is not installed", pytrace=False)
-        self.port = _free_port()
-        self.folder = folder
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--save", "",
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--dir", str(self.folder),
-            ],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise AssertionError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
 @pytest.fixture
 def redis_server(tmp_path) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path)
@@ -221,7 +172,7 @@ def test_redis_down_gives_503_and_scoring_recovers_by_itself(tmp_path, redis_ser
         feast=FeastSettings(
             project=unique_name("lsfault"),
             online_store="redis",
-            redis_connection_string=f"127.0.0.1:{redis_server.port}",
+            redis_connection_string=redis_server.connection_string,
         ),
         serving=ServingSettings(reload_seconds=0),
     )
