@@ -211,6 +211,41 @@ def test_a_path_of_seventy_unique_features() -> None:
     np.testing.assert_allclose(alone, reference[:40], rtol=0, atol=TOLERANCE)
 
 
+def test_trees_of_every_point_count_in_one_model() -> None:
+    # given: one booster whose trees need from 3 to 9 quadrature points (small, then big, then
+    # huge trees on 40 features), so the one-row kernel pads some to 4 points, some to 8 and
+    # leaves the widest to its general loop
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 40))
+    X[:, :5] = rng.integers(0, 40, (3000, 5))
+    X[rng.random(X.shape) < 0.05] = np.nan
+    X[rng.random(X.shape) < 0.05] = 0.0
+    logit = np.nan_to_num(X[:, 5:15]).sum(axis=1) / 3 + np.isin(X[:, 0], [1, 7, 33])
+    y = (rng.random(3000) < 1 / (1 + np.exp(-logit))).astype(int)
+    train = lgb.Dataset(X, y, categorical_feature=[0, 1, 2], free_raw_data=False)
+    base = {"objective": "binary", "verbose": -1, "seed": 0, "num_threads": 1, "max_depth": -1}
+    booster = None
+    for leaves, min_data, rounds in ((6, 20, 3), (40, 3, 3), (600, 1, 2)):
+        params = {**base, "num_leaves": leaves, "min_data_in_leaf": min_data}
+        booster = lgb.train(params, train, rounds, init_model=booster, keep_training_booster=True)
+    assert booster is not None
+    engine = TreeShapEngine.from_booster(booster)
+    points = engine._arrays["tree_int"][:-1, 2]
+    assert points.min() <= 4 and np.any((points > 4) & (points <= 8)) and points.max() > 8
+    # when: rows explained alone, in pairs and in blocks
+    X_probe = X[:200].copy()
+    X_probe[:10] = np.nan
+    X_probe[10:20, :5] = -0.5  # categories truncated to 0
+    X_probe[20:30, :5] = 1e12
+    reference = _reference(booster, X_probe)
+    alone = np.vstack([engine.contributions(X_probe[i : i + 1]) for i in range(len(X_probe))])
+    pairs = np.vstack([engine.contributions(X_probe[i : i + 2]) for i in range(0, 20, 2)])
+    # then
+    np.testing.assert_allclose(alone, reference, rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(pairs, reference[:20], rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(engine.contributions(X_probe), reference, rtol=0, atol=TOLERANCE)
+
+
 def _zero_count_chain() -> lgb.Booster:
     """A chain of 6 features whose third leaf had no training data (a zero fraction of 0)."""
     lines = _chain_model(6).splitlines()
