@@ -509,7 +509,7 @@ def _walk(
     NP = len(like)
     FR = 4 * NP + 4  # slot size
     P_, H_, G_, IQ = 0, NP, 2 * NP, 3 * NP
-    ONES, ZEROS, FACTOR = 4 * NP, 4 * NP + 1, 4 * NP + 2
+    ONES, OZ, FACTOR = 4 * NP, 4 * NP + 1, 4 * NP + 2
     RF = 2 + NP  # an internal edge's floats: Z, 1 / Z (0 when Z = 0), 1 / (Z + t (1 - Z))
     t = _vload(rule, 0, like)
     c = _vload(rule, NP, like)  # 1 / (1 - t): 1 / (Z (1 - t)) = c / Z
@@ -521,7 +521,7 @@ def _walk(
         _vstore(state, slot * FR + G_, zero)
         _vstore(state, slot * FR + H_, zero)
         _st(state, slot * FR + ONES, 1.0)
-        _st(state, slot * FR + ZEROS, 1.0)
+        _st(state, slot * FR + OZ, 0.0)
     for tree in range(t0, t1):
         i0 = _ld(row_trees, 4 * tree)
         i1 = _ld(row_trees, 4 * tree + 4)
@@ -540,8 +540,8 @@ def _walk(
             z = _ld(internal_float, fb + RF * e)
             oz = o - z
             _st(state, s + ONES, o)
-            _st(state, s + ZEROS, z)
-            _st(state, s + FACTOR, oz - o_prev + _ld(state, pr + ZEROS))
+            _st(state, s + OZ, oz)
+            _st(state, s + FACTOR, oz - _ld(state, pr + OZ))
             q = _vfma(t, _vsplat(oz, like), _vsplat(z, like))
             pq = _vmul(_vload(state, pa + P_, like), _vload(state, pr + IQ, like))
             _vstore(state, s + P_, _vmul(pq, q))
@@ -559,7 +559,7 @@ def _walk(
             o = o_prev * _ld(decisions, way)
             z = _ld(leaf_float, 2 * e)
             oz = o - z
-            factor = oz - o_prev + _ld(state, pr + ZEROS)
+            factor = oz - _ld(state, pr + OZ)
             q = _vfma(t, _vsplat(oz, like), _vsplat(z, like))
             iq = _vload(state, pr + IQ, like)
             pv = _vmul(
@@ -607,6 +607,7 @@ def _add_integrals(phi: np.ndarray, phi_points: np.ndarray, weights: np.ndarray,
 def _explain_row(
     x: np.ndarray,
     phi: np.ndarray,
+    bias: float,
     groups: np.ndarray,
     row_trees: np.ndarray,
     segments: np.ndarray,
@@ -619,12 +620,12 @@ def _explain_row(
     leaf_int: np.ndarray,
     leaf_float: np.ndarray,
     rules: np.ndarray,
-    wide_trees: np.ndarray,
     n_slots: int,
-    *model: Any,
 ) -> None:
-    """Add the contributions of one row ``x`` to ``phi``: the trees of at most 4 and of 5 to 8
-    points with :func:`_walk` (4 and 8 points), any wider tree with :func:`_explain_trees`."""
+    """Add the contributions of one row ``x`` to ``phi`` (and the bias), but for the trees of
+    more than 8 points: the trees of at most 4 and of 5 to 8 points with :func:`_walk` (4 and 8
+    points). The wider trees are :func:`_explain_trees`' (called apart: a call's cost grows with
+    its arguments, ~0.1 us each)."""
     n_features = phi.shape[0] - 1
     decisions = np.empty(2 * max(thresholds.shape[0], 1))
     _decide(x, segments, thresholds, zero_nan_left, words, word_segments, decisions)
@@ -665,9 +666,7 @@ def _explain_row(
         n_slots,
     )
     _add_integrals(phi, phi_points, rules[1, 16:], 8)
-    if wide_trees.shape[0]:
-        _explain_trees(x, phi, wide_trees, *model)
-    phi[n_features] += model[0]
+    phi[n_features] += bias
 
 
 @njit(cache=True, nogil=True)
@@ -1107,7 +1106,6 @@ _ROW_ARRAY_ORDER = (  # the arrays of _explain_row, in its order
     "leaf_int",
     "leaf_float",
     "rules",
-    "wide_trees",
 )
 _ROW_POINTS = (4, 8)  # the one-row kernel's point counts (wider trees: _explain_trees)
 _NO_PREVIOUS_SLOTS = 4  # "no previous edge" slots, used in turn (no chain through one slot)
@@ -1273,9 +1271,11 @@ class TreeShapEngine:
         # The one-row kernel's layout: derived from the arrays (not pickled), ~1 MB.
         self._row = _row_arrays(self._arrays, self.n_features)
         self._row_model: tuple[Any, ...] = (
+            self.bias,
             *(self._row[name] for name in _ROW_ARRAY_ORDER),
             int(self._row["n_slots"]),
         )
+        self._wide_trees = self._row["wide_trees"]
         self.warm_up()
 
     # -- building ------------------------------------------------------------------------
@@ -1324,10 +1324,16 @@ class TreeShapEngine:
         """Run the kernels once (compiles them, or loads them from numba's disk cache)."""
         X = np.zeros((_MIN_BLOCK_ROWS, self.n_features))
         out = np.zeros((_MIN_BLOCK_ROWS, self.n_features + 1))
-        _explain_row(X[0], out[0], *self._row_model, *self._model)
+        self._explain_one(X[0], out[0])
+        _explain_trees(X[0], out[0], self._wide_trees, *self._model)  # compiled, wide or not
         _explain_serial(X, out, *self._model)
         with _PARALLEL_LOCK:
             _explain_parallel(X, out, _MIN_BLOCK_ROWS, *self._model)
+
+    def _explain_one(self, x: np.ndarray, phi: np.ndarray) -> None:
+        _explain_row(x, phi, *self._row_model)
+        if self._wide_trees.shape[0]:
+            _explain_trees(x, phi, self._wide_trees, *self._model)
 
     @property
     def n_trees(self) -> int:
@@ -1376,7 +1382,7 @@ class TreeShapEngine:
             return out
         if X.shape[0] < _MIN_BLOCK_ROWS:  # the serving path: straight to the one-row kernel
             for r in range(X.shape[0]):
-                _explain_row(X[r], out[r], *self._row_model, *self._model)
+                self._explain_one(X[r], out[r])
             return out
         cores = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
         threads = cores if num_threads <= 0 else min(num_threads, cores)
