@@ -500,11 +500,13 @@ def _walk(
     A slot per internal edge holds ``P`` (the product without the previous factor of the edge's
     feature, times its own ``Q``), ``H`` (the sum of ``P`` over the leaves below), ``G`` (the sum
     of the ``S`` of the feature's next edges minus ``1 / Q`` times the sum of their ``H``),
-    ``1 / Q`` and the scalars ``O``, ``Z`` and the edge's factor ``O - Z - O_prev + Z_prev``.
-    Slot 0 is the root, the last slots stand for "no previous edge" (``Q = O = Z = 1``). Three
-    straight passes per tree, without a branch on the row: the internal edges in pre-order (a
-    parent before its children), the leaves (with a previous edge of their feature, then
-    without: ``O_prev = Z_prev = 1/Q_prev = 1``), the internal edges in reverse (children first).
+    ``1 / Q`` and the scalars ``O``, ``O - Z`` and the edge's factor ``O - Z - O_prev + Z_prev``.
+    Slot 0 is the root, the last slots stand for "no previous edge" (``Q = O = 1``, ``Z = 1``).
+    Straight loops per tree, without a branch on the row: the internal edges in pre-order (a
+    parent before its children); the leaves with a previous edge of their feature, then those
+    without (``O_prev = Z_prev = 1/Q_prev = 1``) alone, then in pairs (a node's two leaves: one
+    read of ``P``, one update of the feature, ``H`` of the node written once); the internal edges
+    in reverse (children first).
     """
     NP = len(like)
     FR = 4 * NP + 4  # slot size
@@ -523,12 +525,13 @@ def _walk(
         _st(state, slot * FR + ONES, 1.0)
         _st(state, slot * FR + OZ, 0.0)
     for tree in range(t0, t1):
-        i0 = _ld(row_trees, 4 * tree)
-        i1 = _ld(row_trees, 4 * tree + 4)
-        l0 = _ld(row_trees, 4 * tree + 1)
-        lp = _ld(row_trees, 4 * tree + 2)
-        l1 = _ld(row_trees, 4 * tree + 5)
-        fb = _ld(row_trees, 4 * tree + 3) - RF * i0
+        i0 = _ld(row_trees, 5 * tree)
+        i1 = _ld(row_trees, 5 * tree + 5)
+        l0 = _ld(row_trees, 5 * tree + 1)
+        lp = _ld(row_trees, 5 * tree + 2)
+        l2 = _ld(row_trees, 5 * tree + 3)
+        l1 = _ld(row_trees, 5 * tree + 6)
+        fb = _ld(row_trees, 5 * tree + 4) - RF * i0
         s = 0
         for e in range(i0, i1):
             s += FR
@@ -569,7 +572,7 @@ def _walk(
             h = _vmul(pv, q)
             _vstore(state, pr + G_, _vadd(_vload(state, pr + G_, like), _vsub(pv, _vmul(iq, h))))
             _vstore(state, pa + H_, _vadd(_vload(state, pa + H_, like), h))
-        for e in range(lp, l1):  # leaves whose feature has none
+        for e in range(lp, l2):  # leaves whose feature has none
             way = _ld(leaf_int, 4 * e)
             pa = _ld(leaf_int, 4 * e + 1)
             bf = _ld(leaf_int, 4 * e + 3)
@@ -580,6 +583,21 @@ def _walk(
             pv = _vmul(_vload(state, pa + P_, like), _vsplat(_ld(leaf_float, 2 * e + 1), like))
             _vstore(phi_points, bf, _vfma(_vsplat(oz, like), pv, _vload(phi_points, bf, like)))
             _vstore(state, pa + H_, _vfma(pv, q, _vload(state, pa + H_, like)))
+        for e in range(l2, l1, 2):  # pairs of such leaves, a node's two children
+            way = _ld(leaf_int, 4 * e)
+            pa = _ld(leaf_int, 4 * e + 1)
+            bf = _ld(leaf_int, 4 * e + 3)
+            z1 = _ld(leaf_float, 2 * e)
+            z2 = _ld(leaf_float, 2 * e + 2)
+            oz1 = _ld(decisions, way) - z1
+            oz2 = _ld(decisions, way + 1) - z2
+            p = _vload(state, pa + P_, like)
+            pv1 = _vmul(p, _vsplat(_ld(leaf_float, 2 * e + 1), like))
+            pv2 = _vmul(p, _vsplat(_ld(leaf_float, 2 * e + 3), like))
+            phi_e = _vfma(_vsplat(oz2, like), pv2, _vload(phi_points, bf, like))
+            _vstore(phi_points, bf, _vfma(_vsplat(oz1, like), pv1, phi_e))
+            h2 = _vmul(pv2, _vfma(t, _vsplat(oz2, like), _vsplat(z2, like)))
+            _vstore(state, pa + H_, _vfma(pv1, _vfma(t, _vsplat(oz1, like), _vsplat(z1, like)), h2))
         for e in range(i1 - 1, i0 - 1, -1):
             pa = _ld(internal_int, 4 * e + 1)
             pr = _ld(internal_int, 4 * e + 2)
@@ -1124,8 +1142,9 @@ def _row_arrays(arrays: Mapping[str, np.ndarray], n_features: int) -> dict[str, 
       of the parent and of the previous edge of the feature, times the slot size; the feature
       times the points; ``internal_float``: ``Z``, ``1 / Z`` or 0, ``1 / (Z + t (1 - Z))`` at the
       group's points), then its leaves (``leaf_int`` as above, ``leaf_float``: ``Z``, value),
-      those with a previous edge of their feature first. ``row_trees`` holds per tree the first
-      internal edge, leaf, leaf without previous edge and internal float.
+      those with a previous edge of their feature first, then those without, then the pairs of
+      such leaves (a node's left leaf, then its right one). ``row_trees`` holds per tree the
+      first internal edge, leaf, leaf without previous edge, pair and internal float.
     """
     tree_int, edge_int, edge_float = arrays["tree_int"], arrays["edge_int"], arrays["edge_float"]
     node_int, cat_bits = arrays["node_int"], arrays["cat_bits"]
@@ -1161,7 +1180,7 @@ def _row_arrays(arrays: Mapping[str, np.ndarray], n_features: int) -> dict[str, 
     internal = (edge_int[:, _E_KIND] & _INTERNAL) != 0
     max_internal = int(np.bincount(tree_of_edge[internal], minlength=1).max())
     n_slots = max_internal + 1 + _NO_PREVIOUS_SLOTS
-    row_trees: list[tuple[int, int, int, int]] = []
+    row_trees: list[tuple[int, int, int, int, int]] = []
     internal_int: list[int] = []
     internal_float: list[float] = []
     leaf_int: list[int] = []
@@ -1178,8 +1197,8 @@ def _row_arrays(arrays: Mapping[str, np.ndarray], n_features: int) -> dict[str, 
         for tree in np.flatnonzero((points > low) & (points <= n)):
             first = tree_int[tree, _T_NODE]
             n_leaves = len(leaf_int) // 4
-            row_trees.append((len(internal_int) // 4, n_leaves, 0, len(internal_float)))
-            later: list[tuple[tuple[int, ...], tuple[float, float]]] = []
+            row_trees.append((len(internal_int) // 4, n_leaves, 0, 0, len(internal_float)))
+            later: dict[int, list[tuple[tuple[int, ...], tuple[float, float]]]] = {}
             path = [0]  # slots of the internal edges on the path, by depth (0: the root)
             n_int = 0
             for e in range(tree_int[tree, _T_EDGE], tree_int[tree + 1, _T_EDGE]):
@@ -1201,15 +1220,24 @@ def _row_arrays(arrays: Mapping[str, np.ndarray], n_features: int) -> dict[str, 
                 elif previous:
                     leaf_int += (way, path[-1] * size, path[previous] * size, feat * n)
                     leaf_float += (z, value)
-                else:
-                    later.append(((way, path[-1] * size, 0, feat * n), (z, value)))
-            row_trees[-1] = (*row_trees[-1][:2], len(leaf_int) // 4, row_trees[-1][3])
-            for ints, floats in later:
-                leaf_int += ints
-                leaf_float += floats
+                else:  # by node: a node's two leaves make a pair (left first, in pre-order)
+                    record = ((way, path[-1] * size, 0, feat * n), (z, value))
+                    later.setdefault(node, []).append(record)
+            single_start = len(leaf_int) // 4
+            for records in later.values():
+                if len(records) == 1:
+                    leaf_int += records[0][0]
+                    leaf_float += records[0][1]
+            pair_start = len(leaf_int) // 4
+            for records in later.values():
+                if len(records) == 2:
+                    for ints, floats in records:
+                        leaf_int += ints
+                        leaf_float += floats
+            row_trees[-1] = (*row_trees[-1][:2], single_start, pair_start, row_trees[-1][4])
         groups.append(len(row_trees))
         low = n
-    row_trees.append((len(internal_int) // 4, len(leaf_int) // 4, 0, len(internal_float)))
+    row_trees.append((len(internal_int) // 4, len(leaf_int) // 4, 0, 0, len(internal_float)))
     pad = _ROW_POINTS[-1]  # a vector load at the last record stays in the array
     return {
         "groups": np.asarray(groups, dtype=np.int64),
