@@ -17,6 +17,7 @@ gets a new reader when it is loaded, as it gets its own feature service.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,36 @@ def _python(value: Value) -> Any:
 
 def _pythons(stored: dict[str, Value] | None) -> dict[str, Any] | None:
     return None if stored is None else {name: _python(v) for name, v in stored.items()}
+
+
+class _HexValues:
+    """Stored values (hex text of serialized ``Value`` protos) to Python, remembered.
+
+    Most of a lead's values are ones many leads share (zero counts, flags, categories): a
+    remembered value is one dict lookup instead of a protobuf parse. Only immutable (plain)
+    values are remembered, at most ``limit`` of them (the memory starts over when full).
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        self._parse = Value.FromString
+        self._known: dict[str, Any] = {}
+        self._limit = limit
+
+    def __call__(self, encoded: str) -> Any:
+        known = self._known
+        if encoded in known:
+            return known[encoded]
+        value = self._parse(bytes.fromhex(encoded))
+        kind = value.WhichOneof("val")
+        if kind is not None and kind not in _PLAIN_KINDS:
+            return _python(value)  # lists and the like: a new object every time
+        python = None if kind is None else getattr(value, kind)
+        if len(known) >= self._limit:
+            known.clear()
+        known[encoded] = python
+        return python
 
 
 class ServiceReader:
@@ -182,35 +213,35 @@ class ServiceReader:
 
     def _sqlite_reader(self) -> _Read:
         """Every view in one query on the store's own connection and tables (the rows
-        ``SqliteOnlineStore.online_read`` reads, without their timestamps)."""
+        ``SqliteOnlineStore.online_read`` reads, without their timestamps).
+
+        Each view's rows come back as one JSON object (feature name to hex-encoded value), so
+        the query is a single step: Python's sqlite3 releases the GIL around every step, and
+        a lead's ~90 rows stepped one by one waited ~90 times on any busy thread.
+        """
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.infra.online_stores.sqlite import _quote_id, _table_id
-        from feast.protos.feast.types.Value_pb2 import Value
 
         store: Any = self._online_store
         config = self._config
         versioned = config.registry.enable_online_feature_view_versioning
         sql = " UNION ALL ".join(
-            f"SELECT {i}, feature_name, value FROM "
+            f"SELECT {i}, json_group_object(feature_name, hex(value)) FROM "
             f"{_quote_id(_table_id(config.project, v.view, versioned))} WHERE entity_key = ?"
             for i, v in enumerate(self._views)
         )
-        wanted = [set(v.names) for v in self._views]
+        wanted = [v.names for v in self._views]
         version = config.entity_key_serialization_version
-        parse = Value.FromString
+        decode = _HexValues()
 
         def read(key: EntityKey) -> list[dict[str, Any] | None]:
             blob = serialize_entity_key(key, entity_key_serialization_version=version)
-            rows = store._get_conn(config).execute(sql, [blob] * len(wanted))
+            rows = store._get_conn(config).execute(sql, [blob] * len(wanted)).fetchall()
             found: list[dict[str, Any] | None] = [None] * len(wanted)
-            for i, name, data in rows.fetchall():
-                stored = found[i]
-                if stored is None:
-                    stored = found[i] = {}
-                if name in wanted[i]:
-                    value = parse(data)
-                    kind = value.WhichOneof("val")
-                    stored[name] = getattr(value, kind) if kind in _PLAIN_KINDS else _python(value)
+            for i, encoded in rows:
+                stored = json.loads(encoded)
+                if stored:  # an aggregate over no rows is one row with an empty object
+                    found[i] = {n: decode(stored[n]) for n in wanted[i] if n in stored}
             return found
 
         return read

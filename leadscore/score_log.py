@@ -11,6 +11,7 @@ no pandas.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -96,6 +97,16 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
+def encode_json(value: Any) -> str:
+    """JSON text of a value for a JSON column: plain Python values are encoded as they are
+    (the common case, in C), anything else (NaN, numpy scalars, times) through
+    :func:`json_safe`."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(json_safe(value))
+
+
 def _utc(moment: datetime) -> datetime:
     """Aware UTC (SQLite gives naive datetimes back; they are stored as UTC)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
@@ -110,7 +121,7 @@ class ScoreLog:
 
     def __init__(self, url: str) -> None:
         # Served scores wait in memory before they are written: no fsync per batch either.
-        self.engine = open_database(url, SERVED_SCORES, durable=False)
+        self.engine = open_database(url, SERVED_SCORES, durable=False, json_serializer=encode_json)
 
     def append(self, scores: Sequence[ServedScore]) -> int:
         """Store the scores in one transaction; returns how many were stored."""
@@ -124,8 +135,8 @@ class ScoreLog:
                 "model_version": s.model_version,
                 "probability": float(s.probability),
                 "band": s.band,
-                "reasons": json_safe(s.reasons),
-                "features": json_safe(s.features),
+                "reasons": s.reasons,
+                "features": s.features,
                 "request_id": s.request_id,
             }
             for s in scores

@@ -61,6 +61,27 @@ def log(request, tmp_path) -> ScoreLog:
     return ScoreLog(f"sqlite:///{tmp_path / 'audit.db'}")
 
 
+def test_values_json_cannot_hold_are_stored_as_json_can(log):
+    # given: numpy scalars, a NaN and an infinity among the values of a score
+    import numpy as np
+
+    score = _served(7, 0)
+    odd = ServedScore(
+        **{
+            **_served(7, 1).__dict__,
+            "reasons": [{"feature": "f", "value": np.int64(3), "contribution": np.float64(0.5)}],
+            "features": {"f": np.int64(3), "g": float("nan"), "h": float("inf"), "s": "web"},
+        }
+    )
+    # when
+    log.append([score, odd])
+    # then: the plain score as it was, the odd one as plain JSON (NaN and infinity as null)
+    second, first = log.history(7)  # newest first
+    assert first.features == score.features and first.reasons == score.reasons
+    assert second.features == {"f": 3, "g": None, "h": None, "s": "web"}
+    assert second.reasons == [{"feature": "f", "value": 3, "contribution": 0.5}]
+
+
 def test_scores_are_read_back_in_order_with_filters_in_small_batches(log):
     log.append([_served(lead, minutes) for minutes in range(0, 50, 10) for lead in (1, 2)])
     every = list(log.iter_scores(batch_size=3))
