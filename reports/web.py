@@ -17,9 +17,8 @@ from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from leadscore.auth import REPORTS_READ, ApiKey
@@ -66,25 +65,19 @@ _CACHED_REPORTS = 32
 
 router = APIRouter(prefix=PREFIX, tags=["reports"])
 _check_key = require_scope(REPORTS_READ, cookie=COOKIE)
-_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
-_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
 
 
 def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-async def reader(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-    header: Annotated[str | None, Security(_header)],
-) -> ApiKey | None:
+async def reader(request: Request) -> ApiKey | None:
     """The dependency of every report route: a key with ``reports:read`` (header or cookie).
 
     A browser without a valid key is sent to the login page instead of a JSON error.
     """
     try:
-        return await _check_key(request, bearer, header)
+        return await _check_key(request)
     except (UnauthorizedError, ForbiddenError):
         if _wants_html(request):
             target = f"{PREFIX}/login?next={quote(str(request.url.path), safe='/')}"
@@ -92,6 +85,7 @@ async def reader(
         raise
 
 
+reader.scope = REPORTS_READ  # type: ignore[attr-defined]  # for the OpenAPI document
 Reader = Annotated[ApiKey | None, Depends(reader)]
 
 

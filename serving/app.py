@@ -32,6 +32,7 @@ from serving.errors import (
 )
 from serving.observability import Metrics, RequestContext, StateCollector
 from serving.routes import router
+from serving.security import document_security
 from serving.service import ScoringService, load_service
 
 logger = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
     )
     app.include_router(router)
     app.include_router(reports_router)
+    document_security(app)
 
     @app.exception_handler(LeadscoreError)
     async def domain_error(request: Request, exc: LeadscoreError) -> JSONResponse:

@@ -12,7 +12,6 @@ from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AwareDatetime
 
 from leadscore.audit_export import MEDIA_TYPES, stream_text
 from leadscore.auth import ADMIN, EVENTS_WRITE, METRICS_READ, OUTCOMES_WRITE, SCORE_READ
@@ -40,6 +39,7 @@ from serving.schemas import (
     ExplainChangeResponse,
     HealthResponse,
     ModelResponse,
+    Moment,
     OutcomesRequest,
     OutcomesResponse,
     ReadyResponse,
@@ -344,7 +344,7 @@ def score_history(
     log: ScoreLogDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Most scores returned.")] = 100,
     since: Annotated[
-        AwareDatetime | None, Query(description="Only scores served at or after this moment.")
+        Moment | None, Query(description="Only scores served at or after this moment.")
     ] = None,
 ) -> ScoreHistoryResponse:
     """The scores the API served for the lead, newest first (empty if never scored)."""
@@ -379,7 +379,7 @@ def explain_change(
     service: ServiceDep,
     log: ScoreLogDep,
     since: Annotated[
-        AwareDatetime, Query(description="Compare with the score the lead had at this moment.")
+        Moment, Query(description="Compare with the score the lead had at this moment.")
     ],
     top: Annotated[int, Query(ge=1, le=50, description="Most factors listed.")] = 10,
 ) -> ExplainChangeResponse:
@@ -483,10 +483,10 @@ def _notify_hot(request: Request, results: Iterable[ScoreResult]) -> None:
 def export_scores(
     log: ScoreLogDep,
     since: Annotated[
-        AwareDatetime | None, Query(description="Only scores served at or after this moment.")
+        Moment | None, Query(description="Only scores served at or after this moment.")
     ] = None,
     until: Annotated[
-        AwareDatetime | None, Query(description="Only scores served before this moment.")
+        Moment | None, Query(description="Only scores served before this moment.")
     ] = None,
     lead_id: Annotated[
         int | None, Query(ge=0, le=MAX_LEAD_ID, description="Only this lead's scores.")

@@ -38,6 +38,24 @@ def _call(client, scope: str, headers: dict[str, str] | None = None):
     return getattr(client, method)(path, headers=headers or {}, **kwargs)
 
 
+def test_the_openapi_document_shows_the_key_and_scope_of_each_protected_route(anonymous):
+    spec = anonymous.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    assert schemes["APIKeyHeader"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "The API key.",
+    }
+    score = spec["paths"]["/v1/score"]["post"]
+    assert score["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+    assert "scope `score:read` (or `admin`)" in score["description"]
+    assert "scope `admin`." in spec["paths"]["/v1/admin/reload"]["post"]["description"]
+    assert "`reports:read`" in spec["paths"]["/reports/{name}"]["get"]["description"]
+    assert "security" not in spec["paths"]["/health"]["get"]
+
+
 @pytest.mark.parametrize("scope", sorted(ROUTES))
 def test_without_a_key_every_route_answers_401(anonymous, scope):
     response = _call(anonymous, scope)
