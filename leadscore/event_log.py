@@ -8,7 +8,7 @@ every live event is also used by the next training.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,7 @@ LIVE_EVENTS = sa.Table(
 )
 
 
-def open_database(
-    url: str,
-    *tables: sa.Table,
-    durable: bool = True,
-    json_serializer: Callable[[Any], str] | None = None,
-) -> sa.Engine:
+def open_database(url: str, *tables: sa.Table, durable: bool = True) -> sa.Engine:
     """An engine on ``url`` (a SQLite file's folder is created) with ``tables`` created if
     missing: the live event log, the API's outcomes, served scores and keys share this.
 
@@ -47,12 +42,10 @@ def open_database(
     ``durable`` commits are synced to disk before they return (``synchronous=FULL``: what the
     API acknowledges survives a power cut); otherwise at checkpoints only (``NORMAL``: safe
     against a crash of the process, for writes that are queued in memory before anyway).
-    ``json_serializer`` encodes the values of JSON columns (default ``json.dumps``).
     """
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    options = {} if json_serializer is None else {"json_serializer": json_serializer}
-    engine = sa.create_engine(url, **options)
+    engine = sa.create_engine(url)
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         synchronous = "FULL" if durable else "NORMAL"
 

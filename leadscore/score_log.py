@@ -123,7 +123,7 @@ class ScoreLog:
 
     def __init__(self, url: str) -> None:
         # Served scores wait in memory before they are written: no fsync per batch either.
-        self.engine = open_database(url, SERVED_SCORES, durable=False, json_serializer=encode_json)
+        self.engine = open_database(url, SERVED_SCORES, durable=False)
         dialect = self.engine.dialect
         # Rows are inserted through the driver with their values prepared beforehand (see
         # :meth:`encode`): SQLAlchemy's per-value processing in the writer thread held the
