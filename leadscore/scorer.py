@@ -17,6 +17,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
+from numba import njit
 
 from leadscore.feature_catalog import FeatureSpec
 from leadscore.preprocessing import FeatureEncoder
@@ -123,6 +124,52 @@ CalibrationMap = tuple[float, float] | IsotonicCalibration
 """Platt scaling as ``(slope, intercept)`` of the raw margin, or an isotonic map."""
 
 
+_NO_CENTRES = np.zeros(1)  # the centred map's arrays when the calibration is Platt scaling
+
+
+@njit(cache=True, nogil=True)
+def _reason_probability(margin: float, curve: tuple[Any, ...]) -> float:
+    """The probability reasons are read on: Platt scaling, or the isotonic map's centred map
+    (:meth:`IsotonicCalibration.smooth`, the same formula).
+
+    ``curve``: ``(isotonic, centre_x, centre_logit, tail_slope, slope, intercept)``.
+    """
+    isotonic, cx, cl, tail, slope, intercept = curve
+    if not isotonic:
+        logit = slope * margin + intercept
+    elif margin < cx[0]:
+        logit = cl[0] + tail * (margin - cx[0])
+    elif margin > cx[-1]:
+        logit = cl[-1] + tail * (margin - cx[-1])
+    else:
+        logit = np.interp(margin, cx, cl)
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+@njit(cache=True, nogil=True)
+def _rank_reasons(
+    margin: np.ndarray,
+    phi: np.ndarray,
+    curve: tuple[Any, ...],
+    effect: np.ndarray,
+    order: np.ndarray,
+) -> None:
+    """Each factor's probability change (``effect``, rows x factors) and the factors ranked
+    strongest first (``order``, rows x k): by absolute change, ties by absolute log-odds, then
+    by position (what ``np.lexsort((-|phi|, -|effect|))`` gives), compiled: for one lead this is
+    a few microseconds instead of a dozen numpy calls."""
+    n, f = phi.shape
+    k = order.shape[1]
+    for i in range(n):
+        base = _reason_probability(margin[i], curve)
+        for j in range(f):
+            effect[i, j] = base - _reason_probability(margin[i] - phi[i, j], curve)
+        by_phi = np.argsort(-np.abs(phi[i]), kind="mergesort")
+        by_effect = np.argsort(-np.abs(effect[i][by_phi]), kind="mergesort")
+        for r in range(k):
+            order[i, r] = by_phi[by_effect[r]]
+
+
 def _checked_bands(bands: Mapping[str, float]) -> dict[str, float]:
     hot, warm = float(bands["hot_min"]), float(bands["warm_min"])
     if not 0.0 <= warm < hot <= 1.0:
@@ -180,6 +227,7 @@ class LeadScorer(PythonModel):
         self.bands: dict[str, float] = {}
         self.band_policy: dict[str, Any] = {}
         self.set_bands(bands, policy=band_policy)
+        self._warm_up()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Load pickles of older versions (fixed cut-offs, no calibration report, no engine)."""
@@ -188,6 +236,12 @@ class LeadScorer(PythonModel):
         self.__dict__.update(state)
         if "explainer" not in state:  # prepared once, at load, never per request
             self.explainer = TreeShapEngine.from_booster(self.booster)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Compile the reasons' kernel (or load it from numba's disk cache) at load, not on
+        the first request."""
+        self._ranked(np.zeros(1), np.zeros((1, 1)), 1)
 
     def contributions(self, X: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
         """SHAP values (log-odds) of encoded rows, the bias column last.
@@ -240,17 +294,33 @@ class LeadScorer(PythonModel):
         slope, intercept = calibration
         return _sigmoid(slope * margin + intercept)
 
-    def _effects(self, margin: np.ndarray, phi: np.ndarray) -> np.ndarray:
-        """Probability change each factor causes: with it minus without its log-odds.
+    def _ranked(self, margin: np.ndarray, phi: np.ndarray, top_k: int) -> tuple[Any, Any]:
+        """Probability change each factor causes (with it minus without its log-odds), and the
+        ``top_k`` strongest factors of each row, strongest first (ties: larger log-odds first).
 
         Platt scaling is strictly increasing, so the change is read on the served probability.
         An isotonic map is a staircase, on which most factors would change nothing; its
         centred map (:meth:`IsotonicCalibration.smooth`) is used instead.
+
+        Returns:
+            ``effect`` (rows x factors) and ``order`` (rows x ``min(top_k, factors)``).
         """
         calibration = self.calibration
+        effect = np.empty(phi.shape)
+        order = np.empty((phi.shape[0], max(min(top_k, phi.shape[1]), 0)), dtype=np.int64)
         if isinstance(calibration, IsotonicCalibration):
-            return calibration.smooth(margin[:, None]) - calibration.smooth(margin[:, None] - phi)
-        return self.calibrate(margin)[:, None] - self.calibrate(margin[:, None] - phi)
+            c = calibration
+            curve = (True, c.centre_x, c.centre_logit, float(c.tail_slope), 0.0, 0.0)
+        else:
+            curve = (False, _NO_CENTRES, _NO_CENTRES, 0.0, *calibration)
+        _rank_reasons(
+            np.ascontiguousarray(margin, dtype=np.float64),
+            np.ascontiguousarray(phi, dtype=np.float64),
+            curve,
+            effect,
+            order,
+        )
+        return effect, order
 
     def band_of(self, probability: np.ndarray) -> np.ndarray:
         """Band name of each probability."""
@@ -290,14 +360,13 @@ class LeadScorer(PythonModel):
         X = self.encoder.encode_rows(rows)
         contrib = self.contributions(X, num_threads=num_threads)
         margin = contrib.sum(axis=1)
-        probability = self.calibrate(margin)
-        bands = self.band_of(probability)
+        probability = self.calibrate(margin).tolist()
         phi = contrib[:, :-1]
-        effect = self._effects(margin, phi)
+        effect, order = self._ranked(margin, phi, top_k)
         names = self.features
+        hot, warm = self.bands["hot_min"], self.bands["warm_min"]
         scores = []
         for i, row in enumerate(rows):
-            order = np.lexsort((-np.abs(phi[i]), -np.abs(effect[i])))[:top_k]
             reasons = [
                 Reason(
                     feature=names[j],
@@ -305,10 +374,12 @@ class LeadScorer(PythonModel):
                     value=_rounded(row.get(names[j])),
                     contribution=round(float(effect[i, j]), 4),
                 )
-                for j in order
+                for j in order[i].tolist()
                 if phi[i, j] != 0.0
             ]
-            scores.append(LeadScore(float(probability[i]), str(bands[i]), reasons))
+            p = probability[i]  # the band as band_of gives it
+            band = "hot" if p >= hot else "warm" if p >= warm else "cold"
+            scores.append(LeadScore(p, band, reasons))
         return scores
 
     def explain_frame(
@@ -355,8 +426,7 @@ class LeadScorer(PythonModel):
             margin = contrib.sum(axis=1)
             probability = self.calibrate(margin)
             phi = contrib[:, :-1]
-            effect = self._effects(margin, phi)
-            order = np.lexsort((-np.abs(phi), -np.abs(effect)), axis=1)[:, :top_k]
+            effect, order = self._ranked(margin, phi, top_k)
             values: dict[int, np.ndarray] = {}  # feature index -> the chunk's raw values
             for i in range(len(chunk)):
                 row_reasons = []

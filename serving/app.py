@@ -31,6 +31,7 @@ from serving.errors import (
     UnauthorizedError,
 )
 from serving.observability import Metrics, RequestContext, StateCollector
+from serving.quick import QuickScore
 from serving.routes import router
 from serving.security import document_security
 from serving.service import ScoringService, load_service
@@ -184,6 +185,8 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader = load_se
     )
     app.state.metrics = metrics = Metrics()
     metrics.add_collector(StateCollector(lambda: _backlogs(app), lambda: _serving(app)))
+    # Innermost: plain POST /v1/score requests answered before FastAPI's routing.
+    app.add_middleware(QuickScore)
     if cfg.serving.cors_origins:
         app.add_middleware(
             CORSMiddleware,

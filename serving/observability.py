@@ -83,8 +83,32 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Labelled series by their labels: ``labels()`` costs microseconds per call.
+        self._request_series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._score_series: dict[tuple[str, str], Any] = {}
+
+    def request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count a request and its latency."""
+        key = (method, route, str(status))
+        series = self._request_series.get(key)
+        if series is None:
+            series = (
+                self.requests.labels(method=method, route=route, status=key[2]),
+                self.latency.labels(method=method, route=route),
+            )
+            self._request_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
     def served(self, band: str, model_version: str) -> None:
-        self.scores.labels(band=band, model_version=model_version).inc()
+        """Count a served score."""
+        key = (band, model_version)
+        series = self._score_series.get(key)
+        if series is None:
+            series = self._score_series[key] = self.scores.labels(
+                band=band, model_version=model_version
+            )
+        series.inc()
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
@@ -265,8 +289,7 @@ class RequestContext:
         elapsed = time.perf_counter() - start
         route = _route_of(scope)
         method = str(scope.get("method", ""))
-        self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
-        self.metrics.latency.labels(method=method, route=route).observe(elapsed)
+        self.metrics.request(method, route, status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 "%s %s %d",

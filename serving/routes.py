@@ -135,17 +135,26 @@ def _reasons_out(reasons: Iterable[Any]) -> list[ReasonOut]:
 
 
 def _record(request: Request, results: Iterable[ScoreResult]) -> None:
+    record_scores(request.app.state, getattr(request.state, "request_id", None), results)
+
+
+def record_scores(state: Any, request_id: str | None, results: Iterable[ScoreResult]) -> None:
     """Count served scores and hand them to the score log's writer (never waits for the
-    database)."""
+    database).
+
+    Args:
+        state: The app's state (its metrics and score recorder).
+        request_id: The request that served them (a new id when None).
+    """
     results = list(results)
-    metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+    metrics: Metrics | None = getattr(state, "metrics", None)
     if metrics is not None:
         for r in results:
             metrics.served(r.band, r.model_version)
-    recorder: ScoreRecorder | None = getattr(request.app.state, "score_recorder", None)
+    recorder: ScoreRecorder | None = getattr(state, "score_recorder", None)
     if recorder is None:
         return
-    request_id = getattr(request.state, "request_id", None) or new_request_id()
+    request_id = request_id or new_request_id()
     recorder.submit(
         ServedScore(
             lead_id=r.lead_id,
@@ -196,7 +205,7 @@ async def _in_thread(fn: Callable[..., ScoreResult], *args: Any) -> ScoreResult:
     return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
 
 
-def _score_response(result: ScoreResult) -> ScoreResponse:
+def score_response(result: ScoreResult) -> ScoreResponse:
     return ScoreResponse(
         lead_id=result.lead_id,
         probability=result.probability,
@@ -242,7 +251,7 @@ async def score(body: ScoreRequest, request: Request, service: ServiceDep) -> Re
     _record(request, [result])
     # Built (and so validated) once and serialized by pydantic directly: FastAPI would
     # validate the returned model a second time before serializing it.
-    return Response(_score_response(result).model_dump_json(), media_type="application/json")
+    return Response(score_response(result).model_dump_json(), media_type="application/json")
 
 
 @router.post(
@@ -300,7 +309,7 @@ def score_batch(
             BatchScoreItem(
                 lead_id=lead_id,
                 status=200,
-                **_score_response(result).model_dump(exclude={"lead_id"}),
+                **score_response(result).model_dump(exclude={"lead_id"}),
             )
         )
     return BatchScoreResponse(results=results)
@@ -437,7 +446,7 @@ def post_events(body: EventsRequest, request: Request, service: ServiceDep) -> E
     return EventsResponse(
         accepted=len(fresh),
         duplicates=len(events) - len(fresh),
-        scores=[_score_response(r) for r in results],
+        scores=[score_response(r) for r in results],
         turned_hot=[r.lead_id for r in turned_hot],
     )
 

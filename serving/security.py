@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -88,10 +88,9 @@ def require_scope(
     return check
 
 
-def _presented(request: Request) -> str | None:
+def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key of ``Authorization: Bearer <key>`` (any case of "Bearer"), else of
     ``X-API-Key``: what FastAPI's ``HTTPBearer`` and ``APIKeyHeader`` would read."""
-    headers = request.headers
     scheme, _, credentials = (headers.get("authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and credentials:
         return credentials
@@ -100,7 +99,7 @@ def _presented(request: Request) -> str | None:
 
 async def _authorize(request: Request, scope: str, cookie: str | None) -> ApiKey:
     """The request's key if it is valid and carries ``scope``."""
-    presented = _presented(request)
+    presented = presented_key(request.headers)
     if not presented and cookie is not None:
         presented = request.cookies.get(cookie)
     if not presented:
@@ -178,14 +177,14 @@ def failure_limiter(app: FastAPI, max_per_minute: int) -> FailureLimiter:
     return limiter
 
 
-def _api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
+def api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
     """The API routes, those of included routers too (included without a prefix of their
     own, as the app includes them: their routes carry their full paths)."""
     for route in routes:
         if isinstance(route, APIRoute):
             yield route
         elif (included := getattr(route, "original_router", None)) is not None:
-            yield from _api_routes(included.routes)
+            yield from api_routes(included.routes)
 
 
 def _scopes(dependant: Any) -> list[str]:
@@ -208,7 +207,7 @@ def document_security(app: FastAPI) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         schema = build()
-        for route in _api_routes(app.routes):
+        for route in api_routes(app.routes):
             if not route.include_in_schema:
                 continue
             scopes = _scopes(route.dependant)
