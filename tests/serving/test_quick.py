@@ -127,3 +127,16 @@ def test_quick_answers_are_counted_logged_and_recorded(client, leads):
     assert latest["probability"] == pytest.approx(served.json()["probability"])
     metrics = client.get("/metrics").text
     assert 'leadscore_http_requests_total{method="POST",route="/v1/score",status="200"}' in metrics
+
+
+def test_with_authentication_off_the_plain_request_needs_no_key(stack, leads):
+    settings = stack.settings.model_copy(
+        update={"auth": stack.settings.auth.model_copy(update={"required": False})}
+    )
+    with api_client(settings) as client:
+        before = _quick(client)
+        response = client.post(
+            "/v1/score", json={"lead_id": leads[3]}, headers={"authorization": ""}
+        )
+        assert response.status_code == 200
+        assert _quick(client) == before + 1
