@@ -9,6 +9,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     create_model,
@@ -19,6 +20,18 @@ from leadscore.contracts import EVENT_CHANNELS, EVENT_TYPES, LEADS, RESULTS, Col
 
 # Lead ids are stored as 64-bit integers everywhere (Feast, SQL, Parquet).
 MAX_LEAD_ID = 2**63 - 1
+
+
+def _not_a_bool(value: Any) -> Any:
+    # pydantic's lax mode would read true/false as lead 1/0.
+    if isinstance(value, bool):
+        raise ValueError("a lead id is an integer, not true or false")
+    return value
+
+
+LeadId = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=0, le=MAX_LEAD_ID)]
+"""A lead id in a request body: an integer of 0 to 2^63-1 (a numeric string is read as one)."""
+
 # Times are stored as UTC microseconds; the tables' tools (pandas) stop at 2262.
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2262, 1, 1, tzinfo=UTC)
@@ -99,7 +112,7 @@ class ScoreRequest(BaseModel):
         },
     )
 
-    lead_id: int = Field(ge=0, le=MAX_LEAD_ID, description="Lead identifier, as in the CRM export.")
+    lead_id: LeadId = Field(description="Lead identifier, as in the CRM export.")
     lead: LeadIn | None = Field(  # type: ignore[valid-type]
         default=None,
         description="Score from these attributes instead of the feature store (a new lead: "
@@ -124,7 +137,7 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str = Field(min_length=1, max_length=200, description="Idempotency key.")
-    lead_id: int = Field(ge=0, le=MAX_LEAD_ID)
+    lead_id: LeadId
     occurred_at: Moment = Field(description="When it happened, with a time zone.")
     event_type: EventType
     topic: str | None = Field(default=None, max_length=200)
@@ -254,7 +267,7 @@ class OutcomeIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lead_id: int = Field(ge=0, le=MAX_LEAD_ID)
+    lead_id: LeadId
     closed_at: Moment = Field(description="When the deal closed, with a time zone.")
     result: OutcomeResult
     amount: float | None = Field(

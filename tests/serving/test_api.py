@@ -55,7 +55,12 @@ def test_unknown_lead_gets_404_with_a_clear_message(client):
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({}, "lead_id"), ({"lead_id": "abc"}, "lead_id"), ({"lead_id": -1}, "lead_id")],
+    [
+        ({}, "lead_id"),
+        ({"lead_id": "abc"}, "lead_id"),
+        ({"lead_id": -1}, "lead_id"),
+        ({"lead_id": True}, "lead_id"),
+    ],
 )
 def test_malformed_body_gets_422_naming_the_field(client, body, field):
     response = client.post("/v1/score", json=body)

@@ -130,6 +130,7 @@ def test_a_stored_outcome_cannot_change_its_result(client, open_leads):
         ({"closed_at": "2026-01-01T10:00:00"}, "outcomes.0.closed_at"),
         ({"amount": -5}, "outcomes.0.amount"),
         ({"lead_id": "abc"}, "outcomes.0.lead_id"),
+        ({"lead_id": False}, "outcomes.0.lead_id"),
         ({"stage": "won"}, "outcomes.0.stage"),
     ],
 )
