@@ -291,11 +291,16 @@ class RequestContext:
         method = str(scope.get("method", ""))
         self.metrics.request(method, route, status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
+            # What access_log.info() does, less its search of the stack for the caller's file
+            # and line, which no log format here shows (a third of the record's cost).
+            record = access_log.makeRecord(
+                access_log.name,
+                logging.INFO,
+                __file__,
+                0,
                 "%s %s %d",
-                method,
-                route,
-                status,
+                (method, route, status),
+                None,
                 extra={
                     "request_id": request_id,
                     "method": method,
@@ -304,6 +309,7 @@ class RequestContext:
                     "duration_ms": round(elapsed * 1000, 3),
                 },
             )
+            access_log.handle(record)
 
 
 _JSON_FIELDS = ("request_id", "method", "route", "status", "duration_ms")
