@@ -108,13 +108,17 @@ class IsotonicCalibration:
         """Calibrated probability of raw margins (any shape)."""
         return np.interp(margin, self.x, self.y)
 
+    @property
+    def curve(self) -> tuple[Any, ...]:
+        """The centred map as the compiled kernels take it (see :func:`_reason_probability`)."""
+        return (True, self.centre_x, self.centre_logit, float(self.tail_slope), 0.0, 0.0)
+
     def smooth(self, margin: np.ndarray) -> np.ndarray:
         """The centred map (for reasons): through the middle of each step, linear tails."""
-        cx, cl = self.centre_x, self.centre_logit
-        logit = np.interp(margin, cx, cl)
-        logit = np.where(margin < cx[0], cl[0] + self.tail_slope * (margin - cx[0]), logit)
-        logit = np.where(margin > cx[-1], cl[-1] + self.tail_slope * (margin - cx[-1]), logit)
-        return _sigmoid(logit)
+        margin = np.asarray(margin, dtype=np.float64)
+        out = np.empty(margin.size)
+        _reason_probabilities(np.ascontiguousarray(margin).ravel(), self.curve, out)
+        return out.reshape(margin.shape)
 
     def __repr__(self) -> str:
         return f"IsotonicCalibration({len(self.x)} thresholds)"
@@ -144,6 +148,13 @@ def _reason_probability(margin: float, curve: tuple[Any, ...]) -> float:
     else:
         logit = np.interp(margin, cx, cl)
     return 1.0 / (1.0 + np.exp(-logit))
+
+
+@njit(cache=True, nogil=True)
+def _reason_probabilities(margin: np.ndarray, curve: tuple[Any, ...], out: np.ndarray) -> None:
+    """:func:`_reason_probability` of each margin."""
+    for i in range(margin.shape[0]):
+        out[i] = _reason_probability(margin[i], curve)
 
 
 @njit(cache=True, nogil=True)
@@ -309,8 +320,7 @@ class LeadScorer(PythonModel):
         effect = np.empty(phi.shape)
         order = np.empty((phi.shape[0], max(min(top_k, phi.shape[1]), 0)), dtype=np.int64)
         if isinstance(calibration, IsotonicCalibration):
-            c = calibration
-            curve = (True, c.centre_x, c.centre_logit, float(c.tail_slope), 0.0, 0.0)
+            curve = calibration.curve
         else:
             curve = (False, _NO_CENTRES, _NO_CENTRES, 0.0, *calibration)
         _rank_reasons(

@@ -29,11 +29,11 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from leadscore.auth import SCORE_READ
-from serving.errors import LeadscoreError, TooManyFailuresError
+from serving.errors import LeadscoreError
 from serving.observability import ASGIApp, Message, Receive, Scope, Send
 from serving.routes import record_scores, score_response
 from serving.schemas import MAX_LEAD_ID
-from serving.security import api_routes, failure_limiter, key_store, presented_key
+from serving.security import admitted_from_memory, api_routes
 from serving.service import ScoreResult, ScoringService
 
 PATH = "/v1/score"
@@ -94,21 +94,9 @@ class QuickScore:
         lead_id = _plain_lead_id(body)
         if lead_id is None:
             return None
-        auth = state.settings.auth
-        if auth.required:
-            presented = presented_key(headers)
-            if presented is None:
-                return None
-            client = scope.get("client")
-            try:
-                failure_limiter(app, auth.max_failures_per_minute).check(
-                    client[0] if client else "unknown"
-                )
-            except TooManyFailuresError:
-                return None
-            known, key = key_store(app).cached(presented.strip())
-            if not known or key is None or not key.allows(SCORE_READ):
-                return None
+        client = scope.get("client")
+        if not admitted_from_memory(app, headers, client[0] if client else "unknown", SCORE_READ):
+            return None
         try:
             return service.score(lead_id)
         except LeadscoreError:

@@ -97,6 +97,25 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key") or None
 
 
+def admitted_from_memory(app: FastAPI, headers: Mapping[str, str], client: str, scope: str) -> bool:
+    """Whether :func:`require_scope`'s check would admit a request without waiting on
+    anything: authentication is off, or the key (from the headers) was checked in the last
+    ``auth.cache_seconds``, is active and carries ``scope``, and the client is not locked out.
+    False means: let the check decide (it also gives every refusal its answer)."""
+    auth = app.state.settings.auth
+    if not auth.required:
+        return True
+    presented = presented_key(headers)
+    if presented is None:
+        return False
+    try:
+        failure_limiter(app, auth.max_failures_per_minute).check(client)
+    except TooManyFailuresError:
+        return False
+    known, key = key_store(app).cached(presented.strip())
+    return known and key is not None and key.allows(scope)
+
+
 async def _authorize(request: Request, scope: str, cookie: str | None) -> ApiKey:
     """The request's key if it is valid and carries ``scope``."""
     presented = presented_key(request.headers)
