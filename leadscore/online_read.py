@@ -17,17 +17,17 @@ gets a new reader when it is loaded, as it gets its own feature service.
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from feast import FeatureStore, FeatureView, OnDemandFeatureView
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    _Read = Callable[[EntityKey], list[dict[str, Any] | None]]
+    _Read = Callable[[int], list[dict[str, Any] | None]]
 
 # Value kinds read as they are (others go through Feast's own conversion).
 _PLAIN_KINDS = frozenset(
@@ -37,6 +37,11 @@ _PLAIN_KINDS = frozenset(
 
 # Between the names and values of a view's features in the SQLite reader's text.
 _SEPARATOR = "\x1f"
+
+# The SQLite reader's connection maps the store file into memory up to this size (SQLite
+# lowers it to its compile-time limit, 2 GiB by default): a page is read from the OS page
+# cache in place, without a read() call and a copy per page.
+_MMAP_BYTES = 1 << 40
 
 
 class UnsupportedServiceError(ValueError):
@@ -182,16 +187,13 @@ class ServiceReader:
             lead_id: The lead.
             request: The request data the on-demand views take (e.g. ``request_ts``).
         """
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        key = self._entity_key(join_keys=[self.join_key], entity_values=[Value(int64_val=lead_id)])
         inputs: dict[str, list[Any]] = {}
         row: dict[str, Any] = {}
-        for v, stored in zip(self._views, self._read(key), strict=True):
+        for v, stored in zip(self._views, self._read(lead_id), strict=True):
             get = (stored or {}).get
             row.update(zip(v.served, map(get, v.served), strict=True))
             inputs.update({name: [get(name)] for name in v.inputs})
-        if all(value is None for value in row.values()):
+        if list(row.values()).count(None) == len(row):
             return None  # no view holds the lead (Redis answers empty values for it)
         for field in self._request_fields:
             inputs[field] = [request.get(field)]
@@ -202,11 +204,17 @@ class ServiceReader:
                 row[name] = output[name][0]
         return row
 
-    # Each reader takes the entity key and returns, per view, its stored values by feature name
+    # Each reader takes the lead id and returns, per view, its stored values by feature name
     # in Python (None for a lead the view does not hold).
 
+    def _key(self, lead_id: int) -> EntityKey:
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        return self._entity_key(join_keys=[self.join_key], entity_values=[Value(int64_val=lead_id)])
+
     def _generic_reader(self) -> _Read:
-        def read(key: EntityKey) -> list[dict[str, Any] | None]:
+        def read(lead_id: int) -> list[dict[str, Any] | None]:
+            key = self._key(lead_id)
             found = (
                 self._online_store.online_read(
                     config=self._config, table=v.view, entity_keys=[key], requested_features=v.names
@@ -225,13 +233,15 @@ class ServiceReader:
         separated by ``\\x1f``), so the query is a single step: Python's sqlite3 releases the
         GIL around every step, and a lead's ~90 rows stepped one by one waited ~90 times on any
         busy thread. The text is taken apart with ``str.split`` and the values decoded through
-        a memo (:class:`_HexValues`), both in C: no Python work per feature.
+        a memo (:class:`_HexValues`), both in C: no Python work per feature. The connection
+        maps the file into memory (``mmap_size``), and the covering indexes of
+        :func:`add_read_indexes`, where present, spare the table lookups.
         """
-        from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.infra.online_stores.sqlite import _quote_id, _table_id
 
         store: Any = self._online_store
         config = self._config
+        store._get_conn(config).execute(f"PRAGMA mmap_size = {_MMAP_BYTES}")
         versioned = config.registry.enable_online_feature_view_versioning
         sql = " UNION ALL ".join(
             f"SELECT {i}, group_concat(feature_name || char(31) || hex(value), char(31)) FROM "
@@ -242,11 +252,11 @@ class ServiceReader:
         if unsafe:
             raise UnsupportedServiceError(f"feature names {unsafe} hold the character \\x1f")
         n_views = len(self._views)
-        version = config.entity_key_serialization_version
+        encode_key = self._key_encoder(config.entity_key_serialization_version)
         decode = _HexValues().__getitem__
 
-        def read(key: EntityKey) -> list[dict[str, Any] | None]:
-            blob = serialize_entity_key(key, entity_key_serialization_version=version)
+        def read(lead_id: int) -> list[dict[str, Any] | None]:
+            blob = encode_key(lead_id)
             rows = store._get_conn(config).execute(sql, [blob] * n_views).fetchall()
             found: list[dict[str, Any] | None] = [None] * n_views
             for i, text in rows:
@@ -256,6 +266,32 @@ class ServiceReader:
             return found
 
         return read
+
+    def _key_encoder(self, version: int) -> Callable[[int], bytes]:
+        """Feast's serialized entity key of a lead id (``serialize_entity_key``), as a fixed
+        prefix and the id's 8 bytes when Feast encodes it so (checked here), saving the two
+        protobuf messages and Feast's encoder per lookup (~10 us)."""
+        from feast.infra.key_encoding_utils import serialize_entity_key
+
+        def feast(lead_id: int) -> bytes:
+            key = self._key(lead_id)
+            return serialize_entity_key(key, entity_key_serialization_version=version)
+
+        prefix = feast(0)[:-8]
+        try:
+            same = all(
+                feast(n) == prefix + struct.pack("<q", n) for n in (0, 1, 2**40 + 5, 2**63 - 1)
+            )
+        except struct.error:  # an older layout, with 4-byte ids
+            same = False
+        if not same:
+            return feast
+        pack = struct.Struct("<q").pack
+
+        def encode(lead_id: int) -> bytes:
+            return prefix + pack(lead_id)
+
+        return encode
 
     def _redis_reader(self) -> _Read:
         """Every view's fields in one pipelined round trip (a lead's views share one hash),
@@ -270,8 +306,8 @@ class ServiceReader:
             for v, n in zip(self._views, names, strict=True)
         ]
 
-        def read(key: EntityKey) -> list[dict[str, Any] | None]:
-            (redis_key,) = store._generate_redis_keys_for_entities(config, [key])
+        def read(lead_id: int) -> list[dict[str, Any] | None]:
+            (redis_key,) = store._generate_redis_keys_for_entities(config, [self._key(lead_id)])
             replies = store._read_hash_fields(config, [(redis_key, keys) for _, keys in fields])
             return [
                 _pythons(store._get_features_for_entity(reply, name, requested)[1])
@@ -279,3 +315,39 @@ class ServiceReader:
             ]
 
         return read
+
+
+def add_read_indexes(store: FeatureStore) -> list[str]:
+    """Give each feature view's table of a SQLite online store a covering index for the
+    direct reader; returns the indexes created (none for other online stores, or when each
+    exists already).
+
+    Feast's tables hold one row per (lead, feature) and index the lead's key; a read then
+    looks each of a lead's ~90 rows up in the table, a page here and there. The index on
+    ``(entity_key, feature_name, value)`` holds everything the reader takes, a lead's rows
+    side by side: a read touches a few index pages and no table page (~25% less time in
+    SQLite per lead). Feast maintains it on every write, as any index; it costs some disk and
+    write time at materialization.
+    """
+    online_store: Any = store._get_provider().online_store
+    if type(online_store).__name__ != "SqliteOnlineStore":
+        return []
+    from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+    config = store.config
+    versioned = config.registry.enable_online_feature_view_versioning
+    conn = online_store._get_conn(config)
+    existing = dict(conn.execute("SELECT name, type FROM sqlite_master"))
+    created = []
+    for view in store.list_feature_views():
+        table = _table_id(config.project, view, versioned)
+        index = f"{table}_leadscore_read"
+        if existing.get(table) != "table" or index in existing:
+            continue  # an offline-only view (no table), or done already
+        with conn:  # one transaction per index
+            conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {_quote_id(index)} ON {_quote_id(table)} "
+                "(entity_key, feature_name, value)"
+            )
+        created.append(index)
+    return created

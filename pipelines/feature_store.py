@@ -19,6 +19,7 @@ from leadscore.behaviour import compute_behaviour_features
 from leadscore.dataset import ATTRIBUTES_TABLE, load_manifest
 from leadscore.feature_catalog import FeatureSpec
 from leadscore.lifecycle import compute_lifecycle_features
+from leadscore.online_read import add_read_indexes
 from leadscore.profile import compute_attribute_features, compute_profile_features
 from leadscore.settings import Settings
 from leadscore.snapshots import snapshot_times
@@ -206,6 +207,7 @@ def apply_definitions(store: FeatureStore, attributes: tuple[FeatureSpec, ...] =
                 source.file_options.uri = str(repo_dir / Path(source.file_options.uri).name)
         objects = definitions
     store.apply(objects)
+    add_read_indexes(store)  # the serving reader's covering indexes (SQLite online store)
     store.config.write_to_path(repo_dir)
     return [o.name for o in objects]
 

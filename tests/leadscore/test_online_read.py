@@ -70,3 +70,38 @@ def test_an_unknown_feature_service_is_named(stack):
     store = open_store(stack.settings, serving=True)
     with pytest.raises(Exception, match="no_such_service"):
         ServiceReader(store, "no_such_service")
+
+
+def test_the_sqlite_store_gets_covering_indexes_that_reads_use(stack):
+    # given: the stack's SQLite online store, its views' tables indexed by `features apply`
+    from leadscore.online_read import add_read_indexes
+
+    store = open_store(stack.settings, serving=True)
+    conn = store._get_provider().online_store._get_conn(store.config)
+    tables = [f"leadscore_{v.name}" for v in store.list_feature_views()]
+    indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    assert {f"{t}_leadscore_read" for t in tables} <= indexes
+    # when: one is gone (a store made before the indexes existed)
+    dropped = f"{tables[0]}_leadscore_read"
+    conn.execute(f'DROP INDEX "{dropped}"')
+    conn.commit()
+    # then: it is made again, once
+    assert add_read_indexes(store) == [dropped]
+    assert add_read_indexes(store) == []
+    # and a lead's rows are read from the index alone, on a memory-mapped file
+    plan = " ".join(
+        str(row)
+        for row in conn.execute(
+            f'EXPLAIN QUERY PLAN SELECT feature_name, value FROM "{tables[0]}" '
+            "WHERE entity_key = ?",
+            [b"key"],
+        )
+    )
+    assert f"COVERING INDEX {dropped}" in plan
+    reader = ServiceReader(store, SERVICE)
+    assert conn.execute("PRAGMA mmap_size").fetchone()[0] > 0
+    ids = pq.read_table(
+        stack.settings.paths.warehouse / "leads.parquet", columns=["lead_id"]
+    ).column("lead_id")
+    assert_reads_like_feast(store, random.Random(1).sample(ids.to_pylist(), 50), 1_793_000_000.0)
+    assert reader(10**12, {"request_ts": 1_793_000_000.0}) is None
