@@ -61,19 +61,16 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Encode dict rows (feature name -> value) without pandas: the serving fast path."""
         out = np.empty((len(rows), len(self.features)))
+        names = self.features
         codes = self.codes_
-        plan = [(name, codes.get(name)) for name in self.features]
+        categorical = [(j, codes[name]) for j, name in enumerate(names) if name in codes]
         nan = np.nan
         for i, row in enumerate(rows):
-            values: list[float] = []
-            add = values.append  # a row assigned at once: far cheaper than item by item
-            for name, mapping in plan:
-                value = row.get(name)
-                if value is None:
-                    add(nan)
-                elif mapping is not None:
-                    add(mapping.get(str(value), nan))
-                else:
-                    add(float(value))
+            values = list(map(row.get, names))
+            for j, mapping in categorical:
+                value = values[j]
+                values[j] = nan if value is None else mapping.get(str(value), nan)
+            # A row assigned at once (far cheaper than item by item); numpy reads None as NaN
+            # and converts numbers and numeric text as float() does.
             out[i] = values
         return out
