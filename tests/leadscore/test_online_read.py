@@ -105,3 +105,17 @@ def test_the_sqlite_store_gets_covering_indexes_that_reads_use(stack):
     ).column("lead_id")
     assert_reads_like_feast(store, random.Random(1).sample(ids.to_pylist(), 50), 1_793_000_000.0)
     assert reader(10**12, {"request_ts": 1_793_000_000.0}) is None
+
+
+def test_the_lead_key_is_feasts_serialized_key_in_either_layout(stack):
+    from feast.infra.key_encoding_utils import serialize_entity_key
+
+    store = open_store(stack.settings, serving=True)
+    reader = ServiceReader(store, SERVICE)
+    for version in (3, 1):  # the current layout (8-byte ids), and an older one (4-byte ids)
+        encode = reader._key_encoder(version)
+        for lead_id in (0, 7, 123_456, 2**31 - 1):
+            expected = serialize_entity_key(
+                reader._key(lead_id), entity_key_serialization_version=version
+            )
+            assert encode(lead_id) == expected
