@@ -237,15 +237,14 @@ class ServiceReader:
         maps the file into memory (``mmap_size``), and the covering indexes of
         :func:`add_read_indexes`, where present, spare the table lookups.
         """
-        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+        from feast.infra.online_stores.sqlite import _quote_id
 
         store: Any = self._online_store
         config = self._config
         store._get_conn(config).execute(f"PRAGMA mmap_size = {_MMAP_BYTES}")
-        versioned = config.registry.enable_online_feature_view_versioning
         sql = " UNION ALL ".join(
             f"SELECT {i}, group_concat(feature_name || char(31) || hex(value), char(31)) FROM "
-            f"{_quote_id(_table_id(config.project, v.view, versioned))} WHERE entity_key = ?"
+            f"{_quote_id(_sqlite_table(config, v.view))} WHERE entity_key = ?"
             for i, v in enumerate(self._views)
         )
         unsafe = [f.name for v in self._views for f in v.view.features if _SEPARATOR in f.name]
@@ -317,6 +316,14 @@ class ServiceReader:
         return read
 
 
+def _sqlite_table(config: Any, view: FeatureView) -> str:
+    """The name of a feature view's table in Feast's SQLite online store."""
+    from feast.infra.online_stores.sqlite import _table_id
+
+    versioned = config.registry.enable_online_feature_view_versioning
+    return str(_table_id(config.project, view, versioned))
+
+
 def add_read_indexes(store: FeatureStore) -> list[str]:
     """Give each feature view's table of a SQLite online store a covering index for the
     direct reader; returns the indexes created (none for other online stores, or when each
@@ -332,15 +339,14 @@ def add_read_indexes(store: FeatureStore) -> list[str]:
     online_store: Any = store._get_provider().online_store
     if type(online_store).__name__ != "SqliteOnlineStore":
         return []
-    from feast.infra.online_stores.sqlite import _quote_id, _table_id
+    from feast.infra.online_stores.sqlite import _quote_id
 
     config = store.config
-    versioned = config.registry.enable_online_feature_view_versioning
     conn = online_store._get_conn(config)
     existing = dict(conn.execute("SELECT name, type FROM sqlite_master"))
     created = []
     for view in store.list_feature_views():
-        table = _table_id(config.project, view, versioned)
+        table = _sqlite_table(config, view)
         index = f"{table}_leadscore_read"
         if existing.get(table) != "table" or index in existing:
             continue  # an offline-only view (no table), or done already
